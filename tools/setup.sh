@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# All set-up, idempotent: a project virtual environment (.venv) with the pinned dependencies,
+# this package (editable), and the embedded MIDI data. Called by `make reproduce` and `make test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+PIP_FLAGS=(--quiet --disable-pip-version-check)
+
+if [ ! -x .venv/bin/python ]; then
+  # A machine that already has a CUDA build of torch keeps it: the venv sees the system packages.
+  if $PY -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then
+    echo "setup: using the system's CUDA torch ($($PY -c 'import torch; print(torch.__version__)'))"
+    $PY -m venv --system-site-packages .venv
+  else
+    $PY -m venv .venv
+  fi
+fi
+VPY=.venv/bin/python
+if ! $VPY -c "import torch" 2>/dev/null; then
+  echo "setup: installing torch 2.13.0 (CPU wheel)"
+  $VPY -m pip install "${PIP_FLAGS[@]}" torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+  $VPY -c "import torch" || { echo "setup: torch failed to install" >&2; exit 1; }
+fi
+stamp=.venv/.requirements.sha256
+want=$(cat requirements.txt setup.py settings.ini | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing the pinned dependencies (requirements.txt)"
+  $VPY -m pip install "${PIP_FLAGS[@]}" -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+  $VPY -m pip install "${PIP_FLAGS[@]}" --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+  $VPY -c "import sage_paper, miditok, symusic, music21, papermill, nbdev" || { echo "setup: dependencies failed to install" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi
+# The embedded real MIDI (MidiTok 3.1.0's sdist, fetched with pip like any package); once.
+$VPY -m sage_paper.data fetch > /dev/null
+echo "setup: ready ($($VPY -c 'import torch; print("torch", torch.__version__)'), $($VPY --version))"
