@@ -16,7 +16,7 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 VPY=.venv/bin/python
-if ! $VPY -c "import torch" 2>/dev/null; then
+if ! $VPY -W ignore -c "import torch" 2>/dev/null; then
   echo "setup: installing torch 2.13.0 (CPU wheel)"
   $VPY -m pip install "${PIP_FLAGS[@]}" torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
   $VPY -c "import torch" || { echo "setup: torch failed to install" >&2; exit 1; }
