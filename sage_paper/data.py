@@ -184,8 +184,8 @@ MANIFEST_COLUMNS = ["piece_id", "composer", "split", "parts", "notes", "piano_no
 def _safe_name(piece_id:str) -> str: return piece_id.replace("/", "__").replace(" ", "_")
 
 def _source_key(path) -> str:
-    st = Path(path).stat()
-    return f"v{CONVERTER_VERSION}:{st.st_size}:{int(st.st_mtime)}"
+    "Converter version and the source file's content hash: valid wherever music21 is installed (mtimes are not)."
+    return f"v{CONVERTER_VERSION}:{hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]}"
 
 def convert_music21_piece(piece_id:str, # e.g. 'bach/bwv66.6'
                           source:str, # path of the corpus file

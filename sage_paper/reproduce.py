@@ -15,18 +15,38 @@ __all__ = ['CPU_PIECES', 'PROFILES', 'PACKAGES', 'profile_params', 'repo_root', 
 # %% ../nbs/11_reproduce.ipynb #1652300a
 CPU_PIECES = 60   # works per composer in the cpu profile: ~250 pieces, a ~3-minute corpus build on 2 cores
 
+_DECODE_MODEL = dict(d_model=512, n_layer=6, n_head=8, vocab_size=600, prompt_len=16)  # the issue's default decoding model
+
 PROFILES = {
-    "smoke": {
+    "smoke": {   # the notebooks' own defaults are smoke-sized: a few works per composer, toy models
         "e00_corpus": dict(max_per_composer=4),
         "e01_tokens": dict(max_per_composer=4, maestro_pieces=2),
     },
-    "cpu": {
+    "cpu": {     # ~30 minutes on 2 cores, from a fresh clone (the corpus build included)
         "e00_corpus": dict(max_per_composer=CPU_PIECES),
         "e01_tokens": dict(max_per_composer=CPU_PIECES, maestro_pieces=None),
+        "e02_bpe_study": dict(max_per_composer=CPU_PIECES, vocab_sizes=[0, 1000, 2000, 5000, 10000], steps=200, batch_size=16,
+                              notes_per_seq=64, d_model=64, n_layer=2, n_head=4, lr=3e-3, max_eval_notes=8000, n_prompts=8),
+        "e03_askvhs": dict(max_per_composer=CPU_PIECES, **_DECODE_MODEL, new_tokens=256, batches=[1, 64],
+                           modes=["ours_eager", "model_forward", "hf_generate_dynamic", "hf_generate_static"], repeats=1, threads=1,
+                           q_d_model=128, q_n_layer=4, q_n_head=8, seq_len=256, batch_size=8, steps=100, lr=1e-3,
+                           warmup_steps=10, nmsi_pieces=4),
+        "e04_dsmr": dict(m21_max_per_composer=CPU_PIECES, m21_min_notes=1000, m21_variants=["full", "two_scale", "fhcr_lowrank"],
+                         sweep=[[0], [3], [0, 1], [2, 3]], seg_len=64, long=192, short=64, n_long=1, n_layer=4, n_head=4,
+                         d_model=64, batch=8, val_batch=1, val_max_len=None, steps=450, lr=3e-3, warmup=45, eval_every=0),
     },
-    "gpu": {   # full size: the whole default corpus (the GPU machine has 16 cores for the build)
+    "gpu": {     # the whole default corpus, models sized so the profile fits one ~10-minute GPU lease
         "e00_corpus": dict(max_per_composer=None),
         "e01_tokens": dict(max_per_composer=None, maestro_pieces=None),
+        "e02_bpe_study": dict(max_per_composer=None, vocab_sizes=[0, 1000, 2000, 5000, 10000, 20000], steps=400, batch_size=32,
+                              notes_per_seq=128, d_model=256, n_layer=4, n_head=8, lr=1e-3, max_eval_notes=20000, n_prompts=8),
+        "e03_askvhs": dict(max_per_composer=None, **_DECODE_MODEL, new_tokens=256, batches=[1, 64], dtype="bfloat16",
+                           modes=["ours_eager", "model_forward", "cuda_graph", "hf_generate_dynamic"], hf_variants=["MHA"],
+                           repeats=2, q_d_model=256, q_n_layer=4, q_n_head=8, seq_len=256, batch_size=32, steps=300, lr=1e-3,
+                           warmup_steps=30, nmsi_pieces=4),
+        "e04_dsmr": dict(m21=False, sweep=[[0], [5], [0, 1, 2], [3, 4, 5]], seg_len=256, long=1024, short=256, n_long=2,
+                         n_layer=6, n_head=8, d_model=256, batch=16, val_batch=1, val_max_len=8192, steps=300, lr=1e-3,
+                         warmup=30, eval_every=0, repeat=[], threads=4),
     },
 }
 
@@ -89,7 +109,7 @@ def environment() -> dict:
     def v(p):
         try: return version(p)
         except PackageNotFoundError: return None
-    return dict(git_sha=_git("rev-parse", "HEAD") or None, git_dirty=bool(_git("status", "--porcelain", "--", "nbs", "sage_paper")),
+    return dict(git_sha=_git("rev-parse", "HEAD") or os.environ.get("SAGE_PAPER_GIT_SHA"), git_dirty=bool(_git("status", "--porcelain", "--", "nbs", "sage_paper")),
                 python=platform.python_version(), platform=platform.platform(), **device_info(),
                 versions={p: v(p) for p in PACKAGES})
 

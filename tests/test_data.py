@@ -124,3 +124,15 @@ def test_unknown_corpus_and_composer_are_named():
         D.music21_sources(("nobody",))
     with pytest.raises(ValueError, match="max_per_composer=0"):
         D.select_pieces(D.music21_sources(("bach",)), 0)
+
+
+def test_cache_key_follows_content_not_mtime(tmp_path):
+    "A cached conversion stays valid where music21 is reinstalled (new mtimes), and not when the source changes."
+    import os
+    from sage_paper.data import _source_key
+    a, b = tmp_path / "a.mxl", tmp_path / "b.mxl"
+    a.write_bytes(b"score"); b.write_bytes(b"score")
+    os.utime(b, (1, 1))
+    assert _source_key(a) == _source_key(b)
+    b.write_bytes(b"scorf")
+    assert _source_key(a) != _source_key(b)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The `gpu` profile on a lent, offline GPU machine (this workplace's `device` tool), inside a time budget.
+#
+# On any machine with a GPU and the packages, the one command is `make reproduce PROFILE=gpu`. This script is for
+# a bare machine that has Python and a CUDA torch but no internet: it installs the wheels and the data cache
+# carried in $CARRY (see tools/gpu_carry.sh), then runs the experiment notebooks in priority order, each capped
+# by the time left, and packs figures/, the manifest and the executed notebooks into $OUT/gpu_results.tgz.
+set -u
+BUDGET_S=${BUDGET_S:-480}                 # seconds for the notebooks, all together
+CARRY=${CARRY:-.gpucarry}
+NOTEBOOKS=${NOTEBOOKS:-"e00_corpus e03_askvhs e04_dsmr e02_bpe_study e01_tokens"}
+OUT=${OUT:-runs/gpu_lease}; mkdir -p "$OUT"
+deadline=$(( $(date +%s) + BUDGET_S ))
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$CARRY"/whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+mkdir -p data/cache && tar xzf "$CARRY/cache.tgz" -C data/cache
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, transformers, miditok, symusic, music21, papermill; print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name(0))"
+for nb in $NOTEBOOKS; do
+  left=$(( deadline - $(date +%s) ))
+  if [ "$left" -lt 30 ]; then echo "[gpu] $nb: not run, $left s left"; continue; fi
+  timeout -k 5 "$left" python3 -m sage_paper.reproduce --profile gpu --only "$nb" --force
+  echo "[gpu] $nb: exit $? ($(( deadline - $(date +%s) )) s left)"
+done
+tar czf "$OUT/gpu_results.tgz" figures runs/gpu && ls -la "$OUT"
