@@ -11,7 +11,7 @@ CARRY=${CARRY:-.gpucarry}
 NOTEBOOKS=${NOTEBOOKS:-"e00_corpus e03_askvhs e04_dsmr e02_bpe_study e01_tokens"}
 OUT=${OUT:-runs/gpu_lease}; mkdir -p "$OUT"
 deadline=$(( $(date +%s) + BUDGET_S ))
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$CARRY"/whl/*.whl || exit 1
+[ -n "${SKIP_INSTALL:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$CARRY"/whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 mkdir -p data/cache && tar xzf "$CARRY/cache.tgz" -C data/cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
