@@ -15,7 +15,7 @@ deadline=$(( $(date +%s) + BUDGET_S ))
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 mkdir -p data/cache && tar xzf "$CARRY/cache.tgz" -C data/cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, transformers, miditok, symusic, music21, papermill; print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name(0))"
+python3 -c "import torch, transformers, miditok, symusic, music21, papermill; print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name(0))" || exit 1
 for nb in $NOTEBOOKS; do
   left=$(( deadline - $(date +%s) ))
   if [ "$left" -lt 30 ]; then echo "[gpu] $nb: not run, $left s left"; continue; fi
