@@ -327,6 +327,7 @@ class _Layer:
 def _as_attr_table(attr_of, device):
     "A (V,) long tensor from a table-like `attr_of`; callables and None pass through."
     if attr_of is None or callable(attr_of): return attr_of
+    if isinstance(attr_of, torch.Tensor): return attr_of.to(device=device, dtype=torch.long)  # any device (np.asarray needs CPU)
     return torch.as_tensor(np.asarray(attr_of), dtype=torch.long, device=device)
 
 class Decoder:

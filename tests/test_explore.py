@@ -1,0 +1,253 @@
+"Tests of sage_paper.explore: head sharing and cache bytes against the attention module, horizons against recurrence, BPE token views of a real chorale, and the widget builders headless."
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sage_paper.attention import AttentionConfig, CausalSelfAttention, kv_cache_bytes_per_token, kv_projection_map
+from sage_paper.model import ModelConfig
+from sage_paper.recurrence import MemoryConfig, memory_bytes, receptive_field, dsmr_variant
+from sage_paper.tokenizer import ATTRIBUTES, ATTR_COLORS, encode, decode, note_tuples, base_attribute
+from sage_paper.explore import (VARIANT_NAMES, explorer_tokenizer, token_view, tokens_html, tokenization_explorer, head_sharing,
+                                kv_cache_bytes, kv_projection_params, plot_head_sharing, attention_explorer, horizon_view,
+                                plot_horizons, memory_explorer, small_model, continue_piece, piano_roll, listen_api, playground)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='module')
+def chorales():
+    "Two real Bach chorales (music21 corpus, multi-track view): their manifest and scores."
+    from sage_paper.data import load_corpus, read_midi
+    man = load_corpus("music21-multitrack", composers=("bach",), max_per_composer=2, progress=False)
+    assert len(man) == 2
+    return man, [read_midi(p) for p in man.path]
+
+
+@pytest.fixture(scope='module')
+def bpe_tok(chorales):
+    _, scores = chorales
+    return explorer_tokenizer('REMI', len(explorer_tokenizer('REMI')) + 80, scores)
+
+
+# ---- attention sharing ----
+
+@pytest.mark.parametrize('H', [1, 4, 8, 16])
+def test_head_sharing_mha_and_mqa(H):
+    mha = head_sharing(H, H, 'gqa')
+    assert mha.kv_head.tolist() == list(range(H)) and mha.attrs['n_kv_head'] == H
+    assert head_sharing(H, 1, 'gqa').kv_head.tolist() == [0] * H
+    assert head_sharing(H, 1, 'mha').kv_head.tolist() == list(range(H))  # 'mha' forces G = H
+    assert head_sharing(H, H, 'mqa').kv_head.tolist() == [0] * H  # 'mqa' forces G = 1
+
+
+@pytest.mark.parametrize('kind,G', [('gqa', 2), ('askvhs', 2), ('askvhs', 1), ('askvhs', 4)])
+def test_head_sharing_per_attribute_is_the_implemented_projection(kind, G):
+    df = head_sharing(8, G, kind)
+    pm = kv_projection_map(AttentionConfig(d_model=512, n_head=8, n_kv_head=G, attention=kind))  # (n_attr, H)
+    assert list(df.columns) == ['kv_head', *ATTRIBUTES]
+    np.testing.assert_array_equal(df[list(ATTRIBUTES)].to_numpy(), pm.T.numpy())
+    for a, name in enumerate(ATTRIBUTES):  # AS-KVHS: projection a*G + g(h); otherwise g(h) for every attribute
+        assert df[name].tolist() == [a * G * (kind == 'askvhs') + g for g in df.kv_head]
+    assert df.attrs['n_projections'] == G * (len(ATTRIBUTES) if kind == 'askvhs' else 1)
+
+
+def test_head_sharing_errors_name_the_bad_input():
+    with pytest.raises(ValueError, match='n_kv_head=3'): head_sharing(8, 3, 'gqa')
+    with pytest.raises(ValueError, match='flash'): head_sharing(8, 2, 'flash')
+
+
+@pytest.mark.parametrize('kind,H,G', [('mha', 8, 8), ('gqa', 8, 2), ('mqa', 8, 1), ('askvhs', 8, 2), ('askvhs', 6, 3), ('gqa', 12, 4)])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_kv_cache_bytes_is_the_package_function(kind, H, G, dtype):
+    cfg = AttentionConfig(d_model=H * 32, n_head=H, n_kv_head=G, attention=kind, n_layer=5)
+    assert kv_cache_bytes(H, G, kind, head_dim=32, n_layer=5, dtype=dtype) == kv_cache_bytes_per_token(cfg, dtype)
+    assert kv_cache_bytes(H, G, kind, 32, 5, dtype) == 5 * 2 * cfg.n_kv_head * 32 * (4 if dtype == torch.float32 else 2)
+
+
+@pytest.mark.parametrize('kw', [dict(attention='mha', n_kv_head=4), dict(attention='gqa', n_kv_head=2), dict(attention='mqa', n_kv_head=1),
+                                dict(attention='askvhs', n_kv_head=2), dict(attention='askvhs', n_kv_head=1, askvhs_rank=3)])
+def test_kv_projection_params_match_the_module(kw):
+    m = CausalSelfAttention(AttentionConfig(d_model=4 * 8, n_head=4, **kw))
+    d = m.cfg.d_model
+    have = m.qkv.weight.numel() - d * d + (m.attr_up.numel() if m.attr_up is not None else 0)  # all but the query rows
+    assert kv_projection_params(4, kw['n_kv_head'], kw['attention'], head_dim=8, askvhs_rank=kw.get('askvhs_rank')) == have
+
+
+def test_plot_head_sharing_draws_every_projection():
+    fig = plot_head_sharing(8, 2, 'askvhs')
+    assert len(fig.axes) == 2 and len(fig.axes[1].texts) == len(ATTRIBUTES) * 8
+    assert {t.get_text() for t in fig.axes[1].texts} == {str(i) for i in range(16)}
+
+
+# ---- memory horizons ----
+
+@pytest.mark.parametrize('L,W,T', [(4, 192, 64), (3, 100, 30), (6, 512, 128)])
+def test_horizon_view_full(L, W, T):
+    v = horizon_view('full', n_layer=L, long=W, seg_len=T, n_head=4, d_model=64)
+    assert v.horizon.tolist() == [W] * L
+    want = memory_bytes(ModelConfig(1, d_model=64, n_head=4, n_layer=L), MemoryConfig('full', long=W))
+    assert v.memory_bytes.sum() == want == v.attrs['total_bytes']
+    assert len(set(v.memory_bytes)) == 1  # equal horizons, equal bytes per layer
+    rf = receptive_field((W,) * L, T)
+    assert v.min_reach.tolist() == rf.min_reach.tolist() and v.max_reach.tolist() == rf.max_reach.tolist()
+
+
+@pytest.mark.parametrize('name', VARIANT_NAMES)
+def test_horizon_view_every_variant_sums_to_memory_bytes(name):
+    v = horizon_view(name, n_layer=4, long=192, short=64, n_long=1, seg_len=64, dtype=torch.bfloat16)
+    over, mem = dsmr_variant(name, 4, 8, 512, 192, 64, 1)
+    assert v.horizon.tolist() == list(mem.horizons_for(4))
+    assert v.memory_bytes.sum() == memory_bytes(ModelConfig(1, d_model=512, n_head=8, n_layer=4, **over), mem, torch.bfloat16)
+    assert ((v.memory_bytes == 0) == (v.horizon == 0)).all()
+
+
+def test_horizon_view_errors_name_the_bad_input():
+    with pytest.raises(ValueError, match='n_long=5'): horizon_view('two_scale', n_layer=4, n_long=5)
+    with pytest.raises(ValueError, match='sliding'): horizon_view('sliding')
+
+
+def test_plot_horizons_one_panel_per_view():
+    fig = plot_horizons({'full': horizon_view('full'), 'two_scale': horizon_view('two_scale')})
+    assert len(fig.axes) == 2 and 'budget 768' in fig.axes[0].get_title() and 'budget 384' in fig.axes[1].get_title()
+    assert len(plot_horizons(horizon_view('none')).axes) == 1
+
+
+# ---- tokens ----
+
+def test_token_view_bpe_decodes_back_to_the_base_encoding(chorales, bpe_tok):
+    _, scores = chorales
+    base = explorer_tokenizer('REMI')
+    inv = {i: t for t, i in base.vocab.items()}
+    for sc in scores:
+        base_names = [inv[int(i)] for i in encode(base, sc)]
+        v = token_view(bpe_tok, sc, max_tokens=None)
+        assert [p for ps in v.parts for p in ps] == base_names
+        assert v.id.tolist() == encode(bpe_tok, sc).tolist() and len(v) == v.attrs['n_tokens'] < len(base_names)
+        assert v.bpe.any() and (v.n_parts[v.bpe] >= 1).all() and (v.n_parts[~v.bpe] == 1).all()
+        assert note_tuples(decode(bpe_tok, v.id.to_numpy())) == note_tuples(decode(base, encode(base, sc)))
+        assert v.bar.is_monotonic_increasing and v.bar.max() + 1 == base_names.count('Bar_None')
+
+
+def test_token_view_attributes_and_truncation(chorales, bpe_tok):
+    _, scores = chorales
+    v = token_view(bpe_tok, scores[0], max_tokens=25)
+    assert len(v) == 25 and v.attrs['n_tokens'] > 25
+    for r in v.itertuples():  # attribute_types' ids agree with the types of the spelt-out base tokens
+        kinds = {base_attribute(p) for p in r.parts} or {'special'}
+        assert r.attribute == (kinds.pop() if len(kinds) == 1 else 'compound')
+    assert 'compound' in set(v.attribute) and 'pitch' in set(v.attribute)
+    cp = token_view(explorer_tokenizer('CPWord'), scores[0], None)
+    assert {'bar', 'time', 'compound'} <= set(cp.attribute)
+    assert (cp.attribute[cp.token == 'Bar_None'] == 'bar').all()
+
+
+def test_explorer_tokenizer_errors(chorales):
+    _, scores = chorales
+    with pytest.raises(ValueError, match="Octuple"): explorer_tokenizer('Octuple', 5000, scores)
+    with pytest.raises(ValueError, match='vocab_size=5000'): explorer_tokenizer('REMI', 5000)
+    with pytest.raises(ValueError, match='MIDI'): explorer_tokenizer('MIDI')
+
+
+def test_tokens_html_one_colour_per_attribute_present(chorales, bpe_tok):
+    _, scores = chorales
+    for v in (token_view(bpe_tok, scores[0], 60), token_view(explorer_tokenizer('REMI'), scores[1], 30)):
+        h = tokens_html(v)
+        present = set(v.attribute)
+        assert len(present) >= 3
+        for a in ATTRIBUTES: assert (ATTR_COLORS[a] in h) == (a in present), a
+        for a in present: assert f">{a}</span>" in h  # in the legend
+        assert h.count("title='id ") == len(v) and h.count('outline:2px') == int(v.bpe.sum())
+
+
+# ---- widgets, headless ----
+
+def test_tokenization_explorer_responds(chorales):
+    man, _ = chorales
+    te = tokenization_explorer(man, vocab_sizes=(0, 460))
+    out, c = te.outputs['html'], te.controls
+    first = out.value
+    assert 'REMI' in first and ATTR_COLORS['pitch'] in first
+    c['vocab'].value = 460
+    assert out.value != first and 'REMI</b> + BPE' in out.value
+    c['piece'].value = man.piece_id.iloc[1]
+    bpe_second = out.value
+    c['kind'].value = 'Octuple'
+    assert c['vocab'].disabled and 'Octuple' in out.value and out.value != bpe_second
+    c['kind'].value, c['vocab'].value, c['piece'].value = 'REMI', 0, man.piece_id.iloc[0]
+    assert out.value == first
+
+
+def test_attention_explorer_responds():
+    ae = attention_explorer(n_head=8, n_kv_head=2, attention='gqa')
+    img, table, c = ae.outputs['image'], ae.outputs['table'], ae.controls
+    png, tab = img.value, table.value
+    assert png[:4] == b'\x89PNG' and str(kv_cache_bytes(8, 2, 'gqa')) in tab
+    c['kind'].value = 'askvhs'
+    assert img.value != png and str(kv_projection_params(8, 2, 'askvhs')) in table.value
+    c['H'].value = 12
+    assert list(c['G'].options) == [1, 2, 3, 4, 6, 12] and c['G'].value == 2
+    c['kind'].value = 'mqa'
+    assert c['G'].disabled and str(kv_cache_bytes(12, 1, 'mqa')) in table.value
+    c['H'].value, c['kind'].value = 8, 'gqa'
+    assert img.value == png and table.value == tab
+
+
+def test_memory_explorer_responds():
+    me = memory_explorer(variant='two_scale', n_layer=4, long=192, short=64, seg_len=64)
+    img, table, c = me.outputs['image'], me.outputs['table'], me.controls
+    png = img.value
+    assert '50% of full memory' in table.value
+    c['variant'].value = 'full'
+    assert img.value != png and '100% of full memory' in table.value
+    c['n_layer'].value = 6
+    assert horizon_view('full', n_layer=6).to_html(index=False) in table.value
+    c['variant'].value = 'two_scale'; c['n_long'].value = 7
+    assert 'n_long=7' in table.value
+
+
+def test_playground_generates_and_draws(chorales):
+    man, _ = chorales
+    pg = playground(pieces=man, prompt_tokens=40, max_new_tokens=24)
+    img, info, c = pg.outputs['image'], pg.outputs['info'], pg.controls
+    png = img.value
+    assert 'prompt: 40 tokens' in info.value
+    c['run'].click()
+    ids = pg.state['ids']
+    assert img.value != png and len(ids) == 64 and (ids[:40] == pg.state['prompt']).all()
+    assert pg.state['score'].note_num() > 0
+    c['seed'].value = 5; c['top_k'].value = 5; c['run'].click()
+    assert (pg.state['ids'] != ids).any() and 'top-k=5' in info.value
+    c['piece'].value = man.piece_id.iloc[1]
+    assert 'prompt: 40 tokens' in info.value and img.value != png
+    assert (pg.state['prompt'] == encode(explorer_tokenizer('REMI'), chorales[1][1])[:40]).all()
+
+
+def test_playground_falls_back_to_the_local_piano_roll(chorales, monkeypatch):
+    man, scores = chorales
+    monkeypatch.setitem(sys.modules, 'sage_paper.listen', None)  # import fails: as before 10_listen existed
+    roll, audio = listen_api()
+    assert roll is piano_roll and audio is None
+    pg = playground(pieces=man, prompt_tokens=32, max_new_tokens=8)
+    png = pg.outputs['image'].value
+    pg.controls['run'].click()
+    assert pg.outputs['image'].value != png and pg.outputs['audio'].outputs == ()
+    ax = piano_roll(scores[0], max_beats=4)
+    assert len(ax.patches) == sum(int((t.notes.numpy()['time'] < 4 * scores[0].tpq).sum()) for t in scores[0].tracks) > 0
+
+
+def test_continue_piece_and_playground_errors(chorales):
+    man, scores = chorales
+    tok = explorer_tokenizer('REMI')
+    model = small_model(tok, max_seq_len=64)
+    prompt = encode(tok, scores[0])[:40]
+    with pytest.raises(ValueError, match='max_seq_len=64'): continue_piece(model, tok, prompt, 30)
+    out = continue_piece(model, tok, prompt, 24, seed=2)
+    assert (out == continue_piece(model, tok, prompt, 24, seed=2)).all() and (out[:40] == prompt).all()
+    with pytest.raises(ValueError, match='vocabulary'): playground(small_model(explorer_tokenizer('TSD')), tok, man)
