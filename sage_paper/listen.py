@@ -43,6 +43,25 @@ def _load(score, name:str="score") -> Score:
     return score
 
 # %% ../nbs/10_listen.ipynb #2407e9b6
+def _render_guarded(sf:str, sr:int, s, stereo:bool, timeout, name):
+    "Render in a forked child with a time limit: symusic 0.5.8 never returns on some notes (GM program 76 at pitch 108)."
+    import multiprocessing as mp
+    render = lambda: np.ascontiguousarray(_synthesizer(sf, sr).render(s, stereo=stereo), dtype=np.float32)
+    if timeout is None or "fork" not in mp.get_all_start_methods(): return render()
+    recv, send = mp.get_context("fork").Pipe(duplex=False)
+    def child():
+        try: send.send(render())
+        except BaseException as e: send.send(e)
+    p = mp.get_context("fork").Process(target=child, daemon=True); p.start()
+    ready = recv.poll(timeout)
+    out = recv.recv() if ready else None
+    p.join(1 if ready else 0)
+    if p.is_alive(): p.kill(); p.join(1)
+    if not ready: raise TimeoutError(f"rendering {name} took over {timeout} s: symusic's synthesizer hangs on some notes "
+                                     "(e.g. GM program 76, pitch 108); drop or transpose them, or raise `timeout`")
+    if isinstance(out, BaseException): raise out
+    return out
+
 @functools.lru_cache(maxsize=4)
 def _synthesizer(sf_path:str, sample_rate:int):
     "symusic's Synthesizer for one soundfont and sample rate (cached: loading parses the soundfont)."
@@ -54,6 +73,7 @@ def render_audio(score, # a symusic Score (any time unit) or the path of a MIDI 
                  max_seconds:float|None=None, # render only the notes starting in the first `max_seconds` seconds, cut there
                  stereo:bool=False, # (2, samples) stereo instead of (samples,) mono
                  soundfont=None, # a .sf2/.sf3 file; None: `soundfont_path()`
+                 timeout:float|None=60.0, # seconds before a stuck render is stopped (TimeoutError); None: render in this process
                 ) -> np.ndarray: # float32, (samples,) mono or (2, samples) stereo
     "The sound of `score` rendered with symusic's Synthesizer and a General MIDI soundfont, as a float32 array."
     if int(sample_rate) != sample_rate or sample_rate <= 0: raise ValueError(f"`sample_rate` must be a positive integer, got {sample_rate}")
@@ -65,8 +85,7 @@ def render_audio(score, # a symusic Score (any time unit) or the path of a MIDI 
             raise ValueError(f"no note of `score` starts in the first max_seconds={max_seconds} s: {score}")
     sf = Path(soundfont) if soundfont is not None else soundfont_path()
     if not sf.is_file(): raise FileNotFoundError(f"soundfont {str(sf)!r} does not exist")
-    x = _synthesizer(str(sf), int(sample_rate)).render(s, stereo=stereo)  # (channels, samples), Fortran order
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = _render_guarded(str(sf), int(sample_rate), s, stereo, timeout, score)  # (channels, samples)
     if max_seconds is not None:
         n = int(round(max_seconds * sample_rate))
         if x.shape[1] > n:  # notes sounding past the cut: cut them, fading out over 10 ms

@@ -87,6 +87,11 @@ def _git(*args) -> str:
     try: return subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=20).stdout.strip()
     except Exception: return ""
 
+def _git_sha() -> str|None:
+    "HEAD's commit; SAGE_PAPER_GIT_SHA where the tree was copied without its history (a lent GPU machine)."
+    sha = _git("rev-parse", "HEAD")
+    return os.environ.get("SAGE_PAPER_GIT_SHA") or (sha if len(sha) == 40 and all(c in "0123456789abcdef" for c in sha) else None)
+
 def device_info() -> dict:
     "The accelerator if torch sees one, else the CPU model and core count."
     cpu = platform.processor() or platform.machine()
@@ -109,7 +114,7 @@ def environment() -> dict:
     def v(p):
         try: return version(p)
         except PackageNotFoundError: return None
-    return dict(git_sha=_git("rev-parse", "HEAD") or os.environ.get("SAGE_PAPER_GIT_SHA"), git_dirty=bool(_git("status", "--porcelain", "--", "nbs", "sage_paper")),
+    return dict(git_sha=_git_sha(), git_dirty=bool(_git("status", "--porcelain", "--", "nbs", "sage_paper")),
                 python=platform.python_version(), platform=platform.platform(), **device_info(),
                 versions={p: v(p) for p in PACKAGES})
 

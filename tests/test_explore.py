@@ -238,6 +238,8 @@ def test_playground_falls_back_to_the_local_piano_roll(chorales, monkeypatch):
     png = pg.outputs['image'].value
     pg.controls['run'].click()
     assert pg.outputs['image'].value != png and pg.outputs['audio'].outputs == ()
+    pg.controls['listen'].click()
+    assert 'no audio: sage_paper.listen is not available' in pg.outputs['info'].value and pg.outputs['audio'].outputs == ()
     ax = piano_roll(scores[0], max_beats=4)
     assert len(ax.patches) == sum(int((t.notes.numpy()['time'] < 4 * scores[0].tpq).sum()) for t in scores[0].tracks) > 0
 

@@ -141,3 +141,15 @@ def test_score_snippet_first_bars(chorale, capsys):
     assert "music21.stream.Measure 1" in out and "music21.note.Note" in out and "Measure 3" not in out
     with pytest.raises(ValueError, match="`bars` must be a positive integer"):
         score_snippet(chorale, bars=0)
+
+
+def test_a_stuck_render_is_stopped_with_an_error_naming_the_input():
+    "symusic 0.5.8 never returns on GM program 76 at pitch 108: the render is stopped and reported."
+    import time
+    from symusic import Note, Score, Track
+    s = Score(8); t = Track(program=76); t.notes.append(Note(0, 94, 108, 80)); s.tracks.append(t)
+    t0 = time.time()
+    with pytest.raises(TimeoutError, match="took over 2"): render_audio(s, timeout=2)
+    assert time.time() - t0 < 10
+    ok = Score(8); t = Track(program=76); t.notes.append(Note(0, 94, 100, 80)); ok.tracks.append(t)
+    assert np.abs(render_audio(ok, timeout=20)).max() > 0   # the same instrument, another pitch: rendered in the child
