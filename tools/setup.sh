@@ -32,4 +32,19 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 # The embedded real MIDI (MidiTok 3.1.0's sdist, fetched with pip like any package); once.
 $VPY -m sage_paper.data fetch > /dev/null
+# Headless Chromium for the browser test (tests/test_site.py skips without it): Debian's chromium and
+# chromium-driver, installed only as root with apt-get; a failure is reported, never fatal.
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium and chromium-driver with apt-get (for tests/test_site.py)"
+    apt_install() { DEBIAN_FRONTEND=noninteractive timeout 420 apt-get install -y -q --no-install-recommends chromium chromium-driver >/tmp/setup-apt-chromium.log 2>&1; }
+    if apt_install || { timeout 300 apt-get update -q >>/tmp/setup-apt-chromium.log 2>&1 && apt_install; }; then
+      echo "setup: $(chromium --version 2>/dev/null | head -1) installed"
+    else
+      echo "setup: apt-get could not install chromium (see /tmp/setup-apt-chromium.log): tests/test_site.py will be skipped" >&2
+    fi
+  else
+    echo "setup: no chromium/chromedriver (installing them needs root and apt-get): tests/test_site.py will be skipped"
+  fi
+fi
 echo "setup: ready ($($VPY -c 'import torch; print("torch", torch.__version__)'), $($VPY --version))"

@@ -1,0 +1,215 @@
+"""The rendered companion in a real browser: Debian's headless Chromium driven by Selenium.
+
+* the static site (`tools/site.py`): the README's figures and a notebook's figures render from file:// URLs,
+  every page is linked from the index, and 10_listen's page (executed for the site) plays its embedded audio;
+* a real JupyterLab server: a notebook displays `attention_explorer()`, a control changed in the browser redraws it.
+
+The browser resolves no host but the local server (`--host-resolver-rules`): whatever the pages show must not come
+from a CDN. Skipped only where chromium or chromedriver is not installed (`tools/setup.sh` installs them as root)."""
+import importlib.util, json, os, re, shutil, signal, socket, subprocess, sys, urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+    pytest.skip(f"needs chromium and chromedriver ({CHROMIUM}, {CHROMEDRIVER}): "
+                "apt-get install -y --no-install-recommends chromium chromium-driver", allow_module_level=True)
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+# tools/site.py, loaded by path (the name `site` is the standard library's)
+_spec = importlib.util.spec_from_file_location("sage_site", ROOT / "tools" / "site.py")
+sage_site = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(sage_site)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    "The whole site, built once (executes 10_listen)."
+    index = sage_site.build(tmp_path_factory.mktemp("site") / "_site", timeout=300, log=lambda *a: None)
+    return index.parent
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    "Headless Chromium: muted, audio may start without a gesture, no host resolves but localhost."
+    o = webdriver.ChromeOptions()
+    o.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1000",
+              "--mute-audio", "--autoplay-policy=no-user-gesture-required", "--no-first-run",
+              "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
+              f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        o.add_argument(a)
+    d = webdriver.Chrome(options=o, service=Service(executable_path=CHROMEDRIVER))
+    d.set_page_load_timeout(60)
+    yield d
+    d.quit()
+
+
+def wait(driver, cond, timeout=30, msg=""):
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(cond, msg)
+
+
+IMAGES = "return Array.from(document.images).map(i => [i.getAttribute('src').slice(0, 60), i.complete, i.naturalWidth])"
+
+
+def images_rendered(driver, at_least):
+    "Wait until the page has at least `at_least` <img> and every one is loaded with a width; returns them."
+    def done(d):
+        imgs = d.execute_script(IMAGES)
+        return imgs if len(imgs) >= at_least and all(c and w > 0 for _, c, w in imgs) else False
+    try: return wait(driver, done, 30)
+    except Exception:
+        pytest.fail(f"{driver.current_url}: images not all rendered (want >= {at_least}): {driver.execute_script(IMAGES)}")
+
+
+def test_index_and_a_notebook_page_show_their_figures(site, browser):
+    n_readme = len(re.findall(r"!\[[^\]]*\]\([^)]+\.png\)", (ROOT / "README.md").read_text()))
+    assert n_readme >= 3, "the README links fewer figures than this test expects"
+    browser.get((site / "index.html").as_uri())
+    imgs = images_rendered(browser, n_readme)
+    assert sum(s.startswith("figures/") for s, _, _ in imgs) == n_readme, imgs
+    # the navigation links every notebook's page, and each link leads to a file of the site
+    hrefs = browser.execute_script("return Array.from(document.querySelectorAll('#site-nav a')).map(a => a.href)")
+    want = {(site / p.relative_to(ROOT)).with_suffix(".html").as_uri() for p in sage_site.notebooks()}
+    assert want <= set(hrefs), want - set(hrefs)
+    assert len(want) >= 17 and all(Path(urllib.request.url2pathname(h[len("file://"):])).is_file() for h in hrefs)
+    # a notebook with figures in its stored outputs: every one of them is an <img> that renders
+    nb = ROOT / "nbs" / "04_attention.ipynb"
+    n_png = sum("image/png" in o.get("data", {}) for c in nbformat.read(nb, 4).cells for o in c.get("outputs", []))
+    assert n_png >= 2, f"{nb.name} keeps {n_png} figures"
+    browser.get((site / "nbs" / "04_attention.html").as_uri())
+    imgs = images_rendered(browser, n_png)
+    assert sum(s.startswith("data:image/png") for s, _, _ in imgs) >= n_png
+    browser.find_element(By.CSS_SELECTOR, "#site-nav summary").click()
+    browser.find_element(By.CSS_SELECTOR, "#site-nav a[href='../index.html']").click()
+    wait(browser, lambda d: d.current_url.endswith("/index.html"), msg="the nav link back to the index")
+
+
+def test_listen_page_plays_its_embedded_audio(site, browser):
+    browser.get((site / "nbs" / "10_listen.html").as_uri())
+    srcs = browser.execute_script("return Array.from(document.querySelectorAll('audio source')).map(s => s.src.slice(0, 30))")
+    assert len(srcs) >= 2 and all(s.startswith("data:audio/wav;base64,") for s in srcs), srcs
+    images_rendered(browser, 2)  # the two piano rolls
+    audio = browser.find_element(By.TAG_NAME, "audio")
+    duration = wait(browser, lambda d: d.execute_script("return arguments[0].duration > 0 && arguments[0].duration", audio),
+                    msg="the audio's metadata (duration) never loaded")
+    assert 9.5 < duration < 10.5, duration  # `audio(piece.path, max_seconds=10)`
+    err = browser.execute_async_script("""const [a, done] = arguments; a.muted = true;
+        a.play().then(() => done(null), e => done(String(e)));""", audio)
+    assert err is None, f"play() was refused: {err}"
+    wait(browser, lambda d: d.execute_script("return arguments[0].currentTime", audio) > 0.2, 20,
+         "currentTime did not advance while playing")
+    assert browser.execute_script("return !arguments[0].paused && arguments[0].error === null", audio) is True
+
+
+# -- JupyterLab ---------------------------------------------------------------------------------------------------
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    "A JupyterLab server (no token) on a free port over a folder with a two-cell notebook; stopped cleanly after."
+    tmp = tmp_path_factory.mktemp("lab")
+    root = tmp / "root"; root.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from sage_paper.explore import attention_explorer"),
+                                         nbformat.v4.new_code_cell("attention_explorer()")],
+                                  metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, root / "explorer.ipynb")
+    settings = tmp / "settings"
+    for plugin, value in {"@jupyterlab/docmanager-extension/plugin": {"autosave": False},  # never writes the notebook
+                          "@jupyterlab/notebook-extension/tracker": {"autoStartDefaultKernel": True},  # no kernel dialog
+                          "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}}.items():
+        f = settings / f"{plugin}.jupyterlab-settings"; f.parent.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps(value))
+    port = _free_port()
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_DATA_DIR=str(tmp / "data"),
+               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), IPYTHONDIR=str(tmp / "ipython"), OMP_NUM_THREADS="1")
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+                             "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
+                             *(["--allow-root"] if os.geteuid() == 0 else []),
+                             f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={settings}",
+                             f"--LabApp.workspaces_dir={tmp / 'workspaces'}", "--LabApp.news_url=",
+                             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    url = f"http://127.0.0.1:{port}"
+
+    def up(_):
+        if proc.poll() is not None: raise RuntimeError(f"jupyter lab exited ({proc.returncode}): {(tmp / 'server.log').read_text()[-2000:]}")
+        try: return urllib.request.urlopen(f"{url}/api/status", timeout=2).status == 200
+        except OSError: return False
+
+    def stop():
+        proc.send_signal(signal.SIGTERM)  # the server shuts its kernels down, then exits
+        try: return proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill(); return proc.wait(10)
+        finally: log.close()
+    try: WebDriverWait(None, 60, poll_frequency=0.3, ignored_exceptions=()).until(up, "jupyter lab did not answer in 60 s")
+    except BaseException:
+        stop(); raise
+    yield url
+    rc, text = stop(), (tmp / "server.log").read_text()
+    assert rc == 0, f"jupyter lab did not stop cleanly ({rc}): {text[-2000:]}"
+
+
+def run_all_cells(d, tries=3):
+    "Run > Run All Cells, through the menu bar; again if no cell was queued (a click can land before the session is ready)."
+    prompts = "return Array.from(document.querySelectorAll('.jp-Notebook .jp-InputPrompt')).map(e => e.textContent.trim())"
+    for _ in range(tries):
+        menu = [m for m in d.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item") if m.text.strip() == "Run"]
+        assert menu, "no Run menu"
+        menu[0].click()
+        wait(d, EC.element_to_be_clickable((By.CSS_SELECTOR, "li.lm-Menu-item[data-command='runmenu:run-all']"))).click()
+        try: return wait(d, lambda d: all(p not in ("", "[ ]:") for p in d.execute_script(prompts)), 5)
+        except TimeoutException: d.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)  # a menu left open
+    pytest.fail(f"Run All Cells queued no cell in {tries} tries: prompts {d.execute_script(prompts)}")
+
+
+def test_jupyterlab_explorer_widget_reacts_to_the_browser(lab, browser):
+    browser.get(f"{lab}/lab/tree/explorer.ipynb")
+    d = browser
+    wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")), 60, "the notebook did not open")
+    # the kernel is ready once the server counts the page's connection to it and the page shows it idle (the page's
+    # indicator also reads idle before it has a kernel: a Run click then would be lost)
+    def connected(_):
+        return any(k["connections"] > 0 for k in json.load(urllib.request.urlopen(f"{lab}/api/kernels", timeout=5)))
+    wait(d, connected, 60, "no kernel connected to the notebook")
+    wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")), 60,
+         "the kernel did not become idle")
+    run_all_cells(d)
+    # the explorer: sliders, the attention dropdown, the head-sharing picture and the cost table
+    img_sel = ".jp-OutputArea-output img.widget-image"
+    loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0 && arguments[0].src"
+    img = wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, img_sel)), 90, "the explorer widget did not appear")
+    src0 = wait(d, lambda d: d.execute_script(loaded, img), 30, "the explorer's picture did not load")
+    table = d.find_element(By.CSS_SELECTOR, ".jp-OutputArea-output .widget-html-content")
+    html0 = table.get_attribute("innerHTML")
+    assert "askvhs" in html0, html0[:500]
+    # change the attention kind in the browser's <select>: the kernel redraws picture and table
+    kind = Select(d.find_element(By.CSS_SELECTOR, ".jp-OutputArea-output .widget-dropdown select"))
+    assert kind.first_selected_option.text == "askvhs"
+    kind.select_by_visible_text("mha")
+    wait(d, lambda d: (d.execute_script(loaded, img) or src0) != src0, 30, "the picture did not change after the dropdown")
+    wait(d, lambda d: table.get_attribute("innerHTML") != html0, 10, "the cost table did not change after the dropdown")
+    assert "askvhs" not in table.get_attribute("innerHTML")
+    # and a slider, by keyboard on its handle: H 8 -> 9
+    src1, html1 = img.get_attribute("src"), table.get_attribute("innerHTML")
+    handle = d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output .widget-hslider .noUi-handle")[0]
+    handle.click(); handle.send_keys(Keys.ARROW_RIGHT)
+    readout = d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output .widget-hslider .widget-readout")[0]
+    wait(d, lambda d: readout.text.strip() == "9", 10, f"the H slider did not move: {readout.text!r}")
+    wait(d, lambda d: (d.execute_script(loaded, img) or src1) != src1 and table.get_attribute("innerHTML") != html1, 30,
+         "the picture did not change after the slider")

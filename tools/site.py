@@ -1,0 +1,102 @@
+"""The rendered companion: a static HTML site of the notebooks, browsable offline (`make site` writes _site/).
+
+`python tools/site.py [--out DIR] [--timeout S]` renders, with nbconvert's HTML exporter (lab template):
+  * index.html: README.md (which is rendered from nbs/index.ipynb) with a navigation list of every page;
+  * nbs/NN_*.html and nbs/experiments/*.html: one page per notebook, its stored outputs as they are in git,
+    except the notebooks in EXECUTE (nbs/10_listen.ipynb keeps no audio in git): those are executed first
+    (ExecutePreprocessor, cwd nbs/) so that their pages embed the audio players as data: URIs;
+  * figures/: a copy of the repository's figures/, so that the README's image links work.
+Links to .ipynb files become links to their pages. Images and audio are embedded or copied: nothing of
+them is fetched from the internet (the lab template still names CDNs for MathJax and require.js, which
+only typeset formulas)."""
+import argparse, html, os, re, shutil, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXECUTE = ("10_listen.ipynb",)  # notebooks whose outputs are not kept in git: executed for their pages
+MARKER = ".sage_paper_site"    # marks a folder this script wrote (and may therefore replace)
+
+
+def notebooks(root:Path=ROOT) -> list:
+    "The notebooks that get a page: nbs/*.ipynb (but index.ipynb, which is the README) and nbs/experiments/*.ipynb."
+    nbs = root / "nbs"
+    return [p for p in sorted(nbs.glob("*.ipynb")) if p.name != "index.ipynb"] + sorted((nbs / "experiments").glob("*.ipynb"))
+
+
+def title_of(nb) -> str:
+    "The first level-1 heading of a notebook's markdown, or ''."
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            m = re.search(r"^#\s+(.+)$", c.source, re.M)
+            if m: return m.group(1).strip()
+    return ""
+
+
+def execute(nb, path:Path, timeout:int):
+    "Run `nb` in a fresh python3 kernel with the notebook's folder as working directory."
+    from nbconvert.preprocessors import ExecutePreprocessor
+    ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(path.parent)}})
+    return nb
+
+
+def _nav(pages:list, here:str) -> str:
+    "The navigation list (links relative to the page at `here`, a path inside the site)."
+    rel = lambda target: os.path.relpath(target, os.path.dirname(here) or ".")
+    items = [f'<li><a href="{html.escape(rel("index.html"))}">index (README)</a></li>']
+    for href, name, title in pages:
+        label = f"{name}: {title}" if title else name
+        cur = ' aria-current="page"' if href == here else ""
+        items.append(f'<li><a href="{html.escape(rel(href))}"{cur}>{html.escape(label)}</a></li>')
+    return ('<nav id="site-nav" style="padding:0.5em 2em;border-bottom:1px solid #ddd;font-size:0.9em">'
+            '<details' + (' open' if here == "index.html" else "") + '><summary>sage_paper: all pages</summary><ul>'
+            + "".join(items) + "</ul></details></nav>")
+
+
+def _finish(body:str, nav:str) -> str:
+    "Insert the navigation after <body ...> and point links to .ipynb files at their pages."
+    body = re.sub(r'(href="[^"#:]+?)\.ipynb([#"])', r"\1.html\2", body)
+    return re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, body, count=1)
+
+
+def build(out:Path=ROOT / "_site", timeout:int=600, root:Path=ROOT, log=print) -> Path:
+    "Write the site into `out` (replaced if this script wrote it before); returns the path of its index.html."
+    import nbformat
+    from nbconvert import HTMLExporter
+    out = Path(out)
+    if out.exists():
+        if any(out.iterdir()) and not (out / MARKER).exists():
+            raise FileExistsError(f"{out} exists and was not written by tools/site.py: not replacing it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("written by tools/site.py\n")
+    t0 = time.time()
+    exporter = HTMLExporter(template_name="lab")
+    srcs = notebooks(root)
+    nbs = {p: nbformat.read(p, as_version=4) for p in srcs}
+    pages = [(p.relative_to(root).with_suffix(".html").as_posix(), p.stem, title_of(nb)) for p, nb in nbs.items()]
+    for (href, name, _), (p, nb) in zip(pages, nbs.items()):
+        t = time.time()
+        if p.name in EXECUTE:
+            nb = execute(nb, p, timeout)
+            if not any("<audio" in str(o.get("data", {}).get("text/html", "")) for c in nb.cells for o in c.get("outputs", [])):
+                raise RuntimeError(f"{p.name}: executed, but no output holds an <audio> player")
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": name}})
+        dest = out / href
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(_finish(body, _nav(pages, href)), encoding="utf-8")
+        log(f"site: {href} ({'executed, ' if p.name in EXECUTE else ''}{time.time() - t:.1f} s)")
+    readme = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell((root / "README.md").read_text())])
+    body, _ = exporter.from_notebook_node(readme, resources={"metadata": {"name": "sage_paper"}})
+    (out / "index.html").write_text(_finish(body, _nav(pages, "index.html")), encoding="utf-8")
+    if (root / "figures").is_dir(): shutil.copytree(root / "figures", out / "figures")
+    log(f"site: {len(pages) + 1} pages and figures/ in {out} ({time.time() - t0:.0f} s); open {out / 'index.html'}")
+    return out / "index.html"
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "_site", help="site folder (default: _site/)")
+    ap.add_argument("--timeout", type=int, default=600, help="seconds per cell of an executed notebook")
+    a = ap.parse_args()
+    try: build(a.out, a.timeout)
+    except Exception as e: sys.exit(f"site: {type(e).__name__}: {e}")
