@@ -35,7 +35,12 @@ def title_of(nb) -> str:
 def execute(nb, path:Path, timeout:int):
     "Run `nb` in a fresh python3 kernel with the notebook's folder as working directory."
     from nbconvert.preprocessors import ExecutePreprocessor
-    ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(path.parent)}})
+    old = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures inline even where the caller set Agg (make test)
+    try: ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(nb, {"metadata": {"path": str(path.parent)}})
+    finally:
+        if old is None: os.environ.pop("MPLBACKEND", None)
+        else: os.environ["MPLBACKEND"] = old
     return nb
 
 
