@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import cache_dir, read_midi, MidiError, load_corpus
+from .data import cache_dir, read_midi, MidiError, load_corpus, map_pieces
 from .tokenizer import TokenizerSpec, spec_for, merge_tracks, token_parts, decode
 
 # %% auto #0
@@ -41,19 +41,19 @@ def bar_words(tok, # a flat MidiTok tokenizer (its base vocabulary is used, trai
 def view_words(manifest:pd.DataFrame, # rows with piece_id, split and path (see `data.load_corpus`)
                tok, # the base tokenizer of the view
                progress:bool=False, # show a progress bar
+               n_jobs:int|None=1, # worker processes (`data.map_pieces`); None: all cores
               ) -> pd.DataFrame:
     "Per piece: split, notes, bars, base tokens and the per-bar `words`; unreadable pieces keep an `error` and no words."
-    from tqdm.auto import tqdm
-    rows = []
-    for r in tqdm(list(manifest.itertuples()), desc="base tokens", disable=not progress):
-        row = dict(piece_id=r.piece_id, split=r.split, notes=0, bars=0, base_tokens=0, words=[], error="")
+    def one(r):
+        row = dict(piece_id=r["piece_id"], split=r["split"], notes=0, bars=0, base_tokens=0, words=[], error="")
         try:
-            sc = read_midi(r.path)
+            sc = read_midi(r["path"])
             w = bar_words(tok, sc)
             row.update(notes=int(sc.note_num()), bars=len(w), base_tokens=sum(map(len, w)), words=w)
         except (MidiError, ValueError, RuntimeError) as e: row["error"] = str(e)
-        rows.append(row)
-    return pd.DataFrame(rows)
+        return row
+    rows = map_pieces(one, manifest[["piece_id", "split", "path"]].to_dict("records"), n_jobs, "base tokens" if progress else None)
+    return pd.DataFrame(rows, columns=["piece_id", "split", "notes", "bars", "base_tokens", "words", "error"])
 
 # %% ../nbs/02_bpe.ipynb #ac82f3a1
 def train_ids_hash(piece_ids, # ids of the pieces BPE is learned from
@@ -402,6 +402,7 @@ class BPEStudyConfig:
     n_prompts:int=8 # held-out pieces continued for NMSI (0: no continuations)
     prompt_bars:int=4 # bars of prompt
     continuation_bars:int=4 # bars generated and compared with the real ones
+    n_jobs:int|None=1 # processes that turn pieces into base tokens; None: all cores
     cache:bool=True # cache trained tokenizers under data/cache/bpe
 
     def __post_init__(self):
@@ -424,7 +425,7 @@ def study_view(view:str, # corpus name
               ) -> list:
     "One row of measures per requested vocabulary size of `view`."
     spec = spec_for(view, "REMI")
-    words = view_words(view_manifest(view, cfg), spec.build())
+    words = view_words(view_manifest(view, cfg), spec.build(), n_jobs=cfg.n_jobs)
     rows, done = [], {}
     for v in sorted(set(cfg.vocab_sizes)):
         t0 = time.time()

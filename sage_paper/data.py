@@ -14,9 +14,9 @@ import pandas as pd
 # %% auto #0
 __all__ = ['MAX_MIDI_BYTES', 'MAX_NOTES', 'SPLITS', 'DEFAULT_COMPOSERS', 'VOICE_PROGRAMS', 'TPQ', 'CONVERTER_VERSION',
            'MANIFEST_COLUMNS', 'EMBEDDED_PACKAGE', 'repo_root', 'data_dir', 'cache_dir', 'MidiError', 'read_midi',
-           'piece_hash', 'assign_splits', 'music21_sources', 'part_program', 'score_to_views', 'convert_music21_piece',
-           'select_pieces', 'build_music21_corpus', 'scan_midi', 'midi_folder', 'maestro', 'embedded_dir',
-           'fetch_embedded', 'embedded_piano', 'load_corpus', 'corpus_summary', 'main']
+           'map_pieces', 'piece_hash', 'assign_splits', 'music21_sources', 'part_program', 'score_to_views',
+           'convert_music21_piece', 'select_pieces', 'build_music21_corpus', 'scan_midi', 'midi_folder', 'maestro',
+           'embedded_dir', 'fetch_embedded', 'embedded_piano', 'load_corpus', 'corpus_summary', 'main']
 
 # %% ../nbs/00_data.ipynb #0cf492e1
 def repo_root() -> Path|None:
@@ -65,6 +65,34 @@ def read_midi(path, # a .mid/.midi file
     if n == 0 and not allow_empty: raise MidiError(p, "the file holds no notes")
     if n > max_notes: raise MidiError(p, f"{n:,} notes, over the limit of {max_notes:,}")
     return score
+
+# %% ../nbs/00_data.ipynb #0e64884e
+_MAP_FN = None
+
+def _call_map_fn(x): return _MAP_FN(x)
+
+def map_pieces(fn, # called on each item; a closure is fine (it reaches the workers by fork, not by pickling)
+               items, # the pieces: manifest rows as dicts, paths, ... (they are pickled to the workers)
+               n_jobs:int|None=1, # worker processes; None: all cores; 1: in this process
+               desc:str|None=None, # a progress bar with this label; None: no bar
+               chunksize:int=4, # items per task sent to a worker
+              ) -> list:
+    "`[fn(x) for x in items]` in order, over `n_jobs` forked processes where the platform can fork."
+    import multiprocessing as mp, warnings
+    from tqdm.auto import tqdm
+    global _MAP_FN
+    items = list(items)
+    n = min(n_jobs or os.cpu_count() or 1, len(items))
+    if n <= 1 or "fork" not in mp.get_all_start_methods():
+        return [fn(x) for x in tqdm(items, desc=desc, disable=desc is None)]
+    if _MAP_FN is not None: raise RuntimeError("map_pieces does not nest: call it with n_jobs=1 inside a worker")
+    _MAP_FN = fn
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # Python 3.12 warns on fork in a threaded process (Jupyter's kernel)
+            with mp.get_context("fork").Pool(n) as pool:
+                return list(tqdm(pool.imap(_call_map_fn, items, chunksize), total=len(items), desc=desc, disable=desc is None))
+    finally: _MAP_FN = None
 
 # %% ../nbs/00_data.ipynb #2b68d3cb
 SPLITS = ("train", "valid", "test")

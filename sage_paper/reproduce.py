@@ -37,9 +37,10 @@ PROFILES = {
     },
     "gpu": {     # the whole default corpus, models sized so the profile fits one ~10-minute GPU lease
         "e00_corpus": dict(max_per_composer=None),
-        "e01_tokens": dict(max_per_composer=None, maestro_pieces=None),
+        "e01_tokens": dict(max_per_composer=None, maestro_pieces=None, n_jobs=None),
         "e02_bpe_study": dict(max_per_composer=None, vocab_sizes=[0, 1000, 2000, 5000, 10000, 20000], steps=400, batch_size=32,
-                              notes_per_seq=128, d_model=256, n_layer=4, n_head=8, lr=1e-3, max_eval_notes=20000, n_prompts=8),
+                              notes_per_seq=128, d_model=256, n_layer=4, n_head=8, lr=1e-3, max_eval_notes=20000, n_prompts=8,
+                              n_jobs=None),
         "e03_askvhs": dict(max_per_composer=None, **_DECODE_MODEL, new_tokens=256, batches=[1, 64], dtype="bfloat16",
                            modes=["ours_eager", "model_forward", "cuda_graph", "hf_generate_dynamic"], hf_variants=["MHA"],
                            repeats=2, q_d_model=256, q_n_layer=4, q_n_head=8, seq_len=256, batch_size=32, steps=300, lr=1e-3,

@@ -166,18 +166,19 @@ def plot_tokens(tok, # a flat tokenizer
 def tokens_per_note(tok, # a MidiTok tokenizer
                     manifest:pd.DataFrame, # rows with `piece_id` and `path` (see `data.load_corpus`)
                     progress:bool=False, # show a progress bar
+                    n_jobs:int|None=1, # worker processes (`data.map_pieces`); None: all cores
                    ) -> pd.DataFrame:
     "Tokens, notes and tokens per note for every piece of `manifest`."
-    from tqdm.auto import tqdm
-    from sage_paper.data import read_midi, MidiError
-    rows = []
-    for r in tqdm(list(manifest.itertuples()), desc="tokenizing", disable=not progress):
-        row = dict(piece_id=r.piece_id, split=getattr(r, "split", ""), tokens=0, notes=0, error="")
+    from sage_paper.data import read_midi, MidiError, map_pieces
+    def one(r):
+        row = dict(piece_id=r["piece_id"], split=r.get("split", ""), tokens=0, notes=0, error="")
         try:
-            sc = read_midi(r.path)
+            sc = read_midi(r["path"])
             row.update(tokens=len(encode(tok, sc)), notes=int(sc.note_num()))
         except (MidiError, ValueError, RuntimeError) as e: row["error"] = str(e)
-        rows.append(row)
-    df = pd.DataFrame(rows)
+        return row
+    rows = map_pieces(one, manifest[[c for c in ("piece_id", "split", "path") if c in manifest]].to_dict("records"),
+                      n_jobs, "tokenizing" if progress else None)
+    df = pd.DataFrame(rows, columns=["piece_id", "split", "tokens", "notes", "error"])
     df["tokens_per_note"] = df.tokens / df.notes.where(df.notes > 0)
     return df

@@ -8,7 +8,7 @@
 set -u
 BUDGET_S=${BUDGET_S:-480}                 # seconds for the notebooks, all together
 CARRY=${CARRY:-.gpucarry}
-NOTEBOOKS=${NOTEBOOKS:-"e00_corpus e03_askvhs e04_dsmr e02_bpe_study e01_tokens"}
+NOTEBOOKS=${NOTEBOOKS:-"e00_corpus e03_askvhs:240 e04_dsmr:220 e02_bpe_study e01_tokens"}   # name[:seconds it needs to start]
 OUT=${OUT:-runs/gpu_lease}; mkdir -p "$OUT"
 deadline=$(( $(date +%s) + BUDGET_S ))
 [ -n "${SKIP_INSTALL:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$CARRY"/whl/*.whl || exit 1
@@ -16,9 +16,10 @@ export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1 MPL
 mkdir -p data/cache && tar xzf "$CARRY/cache.tgz" -C data/cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers, miditok, symusic, music21, papermill; print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name(0))" || exit 1
-for nb in $NOTEBOOKS; do
+for item in $NOTEBOOKS; do
+  nb=${item%%:*}; need=30; [ "$nb" = "$item" ] || need=${item#*:}
   left=$(( deadline - $(date +%s) ))
-  if [ "$left" -lt 30 ]; then echo "[gpu] $nb: not run, $left s left"; continue; fi
+  if [ "$left" -lt "$need" ]; then echo "[gpu] $nb: not run, $left s left (needs $need)"; continue; fi
   timeout -k 5 "$left" python3 -m sage_paper.reproduce --profile gpu --only "$nb" --force
   echo "[gpu] $nb: exit $? ($(( deadline - $(date +%s) )) s left)"
 done
