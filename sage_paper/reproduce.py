@@ -10,7 +10,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['CPU_PIECES', 'PROFILES', 'PACKAGES', 'profile_params', 'repo_root', 'default_out_dir', 'experiment_notebooks',
-           'device_info', 'environment', 'input_hash', 'save_figure', 'save_table', 'run_notebook', 'reproduce', 'main']
+           'device_info', 'environment', 'input_hash', 'save_figure', 'save_table', 'run_notebook', 'reproduce',
+           'figure_gallery', 'main']
 
 # %% ../nbs/11_reproduce.ipynb #1652300a
 CPU_PIECES = 60   # works per composer in the cpu profile: ~250 pieces, a ~3-minute corpus build on 2 cores
@@ -235,6 +236,37 @@ def reproduce(profile:str="cpu", # smoke | cpu | gpu
     manifest["runs"][profile] = entry
     _write_manifest(mpath, manifest)
     return entry
+
+# %% ../nbs/11_reproduce.ipynb #239aa2a9
+def _device_label(run:dict) -> str:
+    if run.get("gpu"): return run["gpu"]
+    return f"{run.get('cpu_count', '?')}-core {run.get('cpu', 'CPU')}"
+
+def figure_gallery(manifest=None, # path of a manifest.json or its dict; default `figures/manifest.json`
+                   profiles=("cpu", "gpu"), # columns, in order (profiles absent from the manifest are left out)
+                   link_root:str="", # prefix of the figure links (the README sits at the repository root)
+                  ) -> str:
+    "A markdown table: one row per notebook and figure, one column per profile, each cell a link, the run's time and commit."
+    m = manifest if isinstance(manifest, dict) else _load_manifest(manifest or repo_root()/"figures"/"manifest.json")
+    runs = {p: m["runs"][p] for p in profiles if p in m.get("runs", {})}
+    if not runs: raise ValueError(f"the manifest has no run of the profiles {list(profiles)}")
+    figs = {}   # (notebook, figure stem) -> {profile: png path}
+    for p, run in runs.items():
+        for nb, e in run["notebooks"].items():
+            for o in e.get("outputs", []):
+                if o.endswith(".png"): figs.setdefault((nb, Path(o).stem), {})[p] = o
+    head = "| notebook | figure | " + " | ".join(f"{p}: {_device_label(r)}" for p, r in runs.items()) + " |"
+    lines = [head, "|" + "---|" * (2 + len(runs))]
+    for (nb, stem) in sorted(figs):
+        cells = []
+        for p, run in runs.items():
+            e = run["notebooks"].get(nb)
+            if e is None: cells.append("not run"); continue
+            if e.get("status") != "ok" or p not in figs[(nb, stem)]: cells.append(e.get("status", "?")); continue
+            sha = (e.get("git_sha") or "")[:7]
+            cells.append(f"[{stem}]({link_root}{figs[(nb, stem)][p]}), {e['duration_s']:.0f} s" + (f", `{sha}`" if sha else ""))
+        lines.append(f"| `{nb}` | {stem} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 # %% ../nbs/11_reproduce.ipynb #3359cfa9
 def main(argv=None):

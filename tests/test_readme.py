@@ -14,3 +14,22 @@ def test_ci_runs_the_readme_test_command():
     readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make reproduce" in readme
     assert [l for l in ci.splitlines() if l.strip() == "make test"]
+
+
+def test_readme_gallery_is_the_manifest():
+    "The figure gallery lists what figures/manifest.json says ran, and every figure it links exists."
+    import re
+    from sage_paper.reproduce import figure_gallery
+    readme, table = (ROOT / "README.md").read_text(), figure_gallery(ROOT / "figures" / "manifest.json")
+    assert table in readme, "README's gallery differs from figure_gallery(): re-render it into nbs/index.ipynb, then `make readme`"
+    links = re.findall(r"\]\((figures/[^)]+\.png)\)", table)
+    assert len(links) >= 20 and all((ROOT / l).is_file() for l in links)
+
+
+def test_gpu_manifest_names_a_run_of_every_experiment_notebook():
+    "Issue 6's done-when: the manifest names a finished gpu run of each experiment notebook."
+    import json
+    gpu = json.loads((ROOT / "figures" / "manifest.json").read_text())["runs"]["gpu"]
+    names = sorted(p.stem for p in (ROOT / "nbs" / "experiments").glob("*.ipynb"))
+    assert {n: gpu["notebooks"].get(n, {}).get("status") for n in names} == {n: "ok" for n in names}
+    assert "cuda" in gpu["device"]
