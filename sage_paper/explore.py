@@ -15,8 +15,7 @@ from .tokenizer import (TOKENIZER_KINDS, ATTRIBUTES, ATTR_COLORS, spec_for, enco
 # %% auto #0
 __all__ = ['VARIANT_NAMES', 'new_figure', 'fig_png', 'explorer_tokenizer', 'token_view', 'tokens_html', 'tokenization_explorer',
            'head_sharing', 'kv_cache_bytes', 'kv_projection_params', 'plot_head_sharing', 'attention_explorer',
-           'horizon_view', 'plot_horizons', 'memory_explorer', 'small_model', 'continue_piece', 'piano_roll',
-           'listen_api', 'playground']
+           'horizon_view', 'plot_horizons', 'memory_explorer', 'small_model', 'continue_piece', 'playground']
 
 # %% ../nbs/09_explore.ipynb #c67da431
 def new_figure(figsize=(6, 3), # inches
@@ -392,36 +391,11 @@ def continue_piece(model, # a MusicTransformer for `tok`'s vocabulary
                        mode='eager', temperature=temperature, top_k=top_k, top_p=top_p)
     return out[0].cpu().numpy()
 
-# %% ../nbs/09_explore.ipynb #dfad29f3
-def piano_roll(score, # a symusic Score (ticks)
-               ax=None, # a matplotlib Axes; None: a new Figure's
-               max_beats:float|None=None, # draw only notes starting before this beat
-               title:str|None=None, # axes title
-              ):
-    "A minimal piano roll: one bar per note (beats x pitch), a colour per track."
-    ax = ax or new_figure((7, 2.5)).add_subplot()
-    tpq = score.tpq
-    for k, tr in enumerate(score.tracks):
-        n = tr.notes.numpy()  # dict of arrays: time, duration, pitch, velocity
-        on, dur, pitch = n['time'] / tpq, n['duration'] / tpq, n['pitch']
-        keep = on < max_beats if max_beats is not None else np.ones(len(on), bool)
-        ax.barh(pitch[keep], dur[keep], left=on[keep], height=0.8, color=f"C{k % 10}", label=tr.name or f"track {k}")
-    ax.set(xlabel='beats', ylabel='pitch')
-    if title: ax.set_title(title, fontsize=9)
-    if len(score.tracks) > 1: ax.legend(fontsize=6, loc='upper right', ncol=min(len(score.tracks), 5))
-    return ax
-
-def listen_api()->tuple: # (plot_piano_roll, audio or None)
-    "`sage_paper.listen`'s piano roll and audio when that module imports, else the local `piano_roll` and no audio."
-    try: from sage_paper.listen import plot_piano_roll, audio
-    except ImportError: return piano_roll, None
-    return plot_piano_roll, audio
-
 # %% ../nbs/09_explore.ipynb #a53d0099
 def _roll_png(score, title:str)->bytes:
-    roll, _ = listen_api()
+    from sage_paper.listen import plot_piano_roll
     fig = new_figure((7, 2.6))
-    roll(score, ax=fig.add_subplot(), title=title)
+    plot_piano_roll(score, ax=fig.add_subplot(), title=title)
     fig.tight_layout()
     return fig_png(fig)
 
@@ -463,8 +437,7 @@ def playground(model=None, # a MusicTransformer for `tok`; None: `small_model(to
         state['score'] = sc
         sound.outputs = ()  # the audio of an earlier score no longer applies
     def listen_(_=None):
-        _, audio = listen_api()
-        if audio is None: info.value += ' (no audio: sage_paper.listen is not available)'; return
+        from sage_paper.listen import audio
         try: sound.outputs = (); sound.append_display_data(audio(state['score'], max_seconds=max_audio_seconds))
         except Exception as e: info.value += f" (no audio: {html.escape(str(e))})"
     def show_prompt(_=None):

@@ -11,7 +11,7 @@ from sage_paper.recurrence import MemoryConfig, memory_bytes, receptive_field, d
 from sage_paper.tokenizer import ATTRIBUTES, ATTR_COLORS, encode, decode, note_tuples, base_attribute
 from sage_paper.explore import (VARIANT_NAMES, explorer_tokenizer, token_view, tokens_html, tokenization_explorer, head_sharing,
                                 kv_cache_bytes, kv_projection_params, plot_head_sharing, attention_explorer, horizon_view,
-                                plot_horizons, memory_explorer, small_model, continue_piece, piano_roll, listen_api, playground)
+                                plot_horizons, memory_explorer, small_model, continue_piece, playground)
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -229,19 +229,23 @@ def test_playground_generates_and_draws(chorales):
     assert (pg.state['prompt'] == encode(explorer_tokenizer('REMI'), chorales[1][1])[:40]).all()
 
 
-def test_playground_falls_back_to_the_local_piano_roll(chorales, monkeypatch):
-    man, scores = chorales
-    monkeypatch.setitem(sys.modules, 'sage_paper.listen', None)  # import fails: as before 10_listen existed
-    roll, audio = listen_api()
-    assert roll is piano_roll and audio is None
-    pg = playground(pieces=man, prompt_tokens=32, max_new_tokens=8)
-    png = pg.outputs['image'].value
+def test_playground_listen_button_renders_the_generated_score(chorales):
+    "Listen renders the score on screen (the last generated one) through sage_paper.listen.audio, offline."
+    import base64, io, re, wave
+    man, _ = chorales
+    pg = playground(pieces=man, prompt_tokens=32, max_new_tokens=16, max_audio_seconds=3)
     pg.controls['run'].click()
-    assert pg.outputs['image'].value != png and pg.outputs['audio'].outputs == ()
+    sc = pg.state['score']
     pg.controls['listen'].click()
-    assert 'no audio: sage_paper.listen is not available' in pg.outputs['info'].value and pg.outputs['audio'].outputs == ()
-    ax = piano_roll(scores[0], max_beats=4)
-    assert len(ax.patches) == sum(int((t.notes.numpy()['time'] < 4 * scores[0].tpq).sum()) for t in scores[0].tracks) > 0
+    outs = pg.outputs['audio'].outputs
+    assert len(outs) == 1 and 'no audio' not in pg.outputs['info'].value, pg.outputs['info'].value
+    html = outs[0]['data']['text/html']
+    wav = base64.b64decode(re.search(r'data:audio/wav;base64,([A-Za-z0-9+/=]+)', html).group(1))
+    with wave.open(io.BytesIO(wav)) as w: secs = w.getnframes() / w.getframerate()
+    assert 0.5 < secs <= 3.0 + 0.05, secs   # the score, cut at max_audio_seconds
+    assert sc.note_num() > 0
+    pg.controls['seed'].value = 9; pg.controls['run'].click()
+    assert pg.outputs['audio'].outputs == ()   # a new score clears the audio of the old one
 
 
 def test_continue_piece_and_playground_errors(chorales):

@@ -90,6 +90,8 @@ def test_index_and_a_notebook_page_show_their_figures(site, browser):
     browser.get((site / "nbs" / "04_attention.html").as_uri())
     imgs = images_rendered(browser, n_png)
     assert sum(s.startswith("data:image/png") for s, _, _ in imgs) >= n_png
+    code = browser.execute_script("return Array.from(document.querySelectorAll('.jp-InputArea-editor')).map(e => e.textContent).join('\\n')")
+    assert "def " in code and "#| export" not in code and "#| hide" not in code and "default_exp" not in code, code[:300]
     browser.find_element(By.CSS_SELECTOR, "#site-nav summary").click()
     browser.find_element(By.CSS_SELECTOR, "#site-nav a[href='../index.html']").click()
     wait(browser, lambda d: d.current_url.endswith("/index.html"), msg="the nav link back to the index")

@@ -6,6 +6,8 @@
     except the notebooks in EXECUTE (nbs/10_listen.ipynb keeps no audio in git): those are executed first
     (ExecutePreprocessor, cwd nbs/) so that their pages embed the audio players as data: URIs;
   * figures/: a copy of the repository's figures/, so that the README's image links work.
+Pages show what nbdev's docs would (`tidy`): `#| hide` and `#| default_exp` cells are left out, and the `#|`
+directives of the other cells are removed from the code shown.
 Links to .ipynb files become links to their pages. Images and audio are embedded or copied: nothing of
 them is fetched from the internet (the lab template still names CDNs for MathJax and require.js, which
 only typeset formulas)."""
@@ -21,6 +23,25 @@ def notebooks(root:Path=ROOT) -> list:
     "The notebooks that get a page: nbs/*.ipynb (but index.ipynb, which is the README) and nbs/experiments/*.ipynb."
     nbs = root / "nbs"
     return [p for p in sorted(nbs.glob("*.ipynb")) if p.name != "index.ipynb"] + sorted((nbs / "experiments").glob("*.ipynb"))
+
+
+DIRECTIVE = re.compile(r"^\s*#\s*\|\s*([\w-]+)")   # an nbdev/Quarto cell directive: `#| export`, `#|hide`, `#| eval: false`
+HIDDEN = {"hide", "default_exp"}                           # cells nbdev leaves out of its pages
+
+
+def tidy(nb):
+    "nbdev's reading view of `nb`: cells with a `#| hide` or `#| default_exp` directive dropped, the others without their directives."
+    cells = []
+    for c in nb.cells:
+        if c.cell_type != "code": cells.append(c); continue
+        lines, found = c.source.splitlines(), set()
+        while lines and (m := DIRECTIVE.match(lines[0])):
+            found.add(m.group(1)); lines.pop(0)
+        if found & HIDDEN: continue
+        if found: c.source = "\n".join(lines).strip("\n")
+        cells.append(c)
+    nb.cells = cells
+    return nb
 
 
 def title_of(nb) -> str:
@@ -85,7 +106,7 @@ def build(out:Path=ROOT / "_site", timeout:int=600, root:Path=ROOT, log=print) -
             nb = execute(nb, p, timeout)
             if not any("<audio" in str(o.get("data", {}).get("text/html", "")) for c in nb.cells for o in c.get("outputs", [])):
                 raise RuntimeError(f"{p.name}: executed, but no output holds an <audio> player")
-        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": name}})
+        body, _ = exporter.from_notebook_node(tidy(nb), resources={"metadata": {"name": name}})
         dest = out / href
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(_finish(body, _nav(pages, href)), encoding="utf-8")
