@@ -2,7 +2,8 @@
 
 * the static site (`tools/site.py`): the README's figures and a notebook's figures render from file:// URLs,
   every page is linked from the index, and 10_listen's page (executed for the site) plays its embedded audio;
-* a real JupyterLab server: a notebook displays `attention_explorer()`, a control changed in the browser redraws it.
+* a real JupyterLab server: each explorer of `sage_paper.explore` answers a control changed in the browser (attention,
+  memory horizons, tokenization), and the playground generates and puts a playable <audio> in the page.
 
 The browser resolves no host but the local server (`--host-resolver-rules`): whatever the pages show must not come
 from a CDN. Skipped only where chromium or chromedriver is not installed (`tools/setup.sh` installs them as root)."""
@@ -130,6 +131,13 @@ def lab(tmp_path_factory):
                                          nbformat.v4.new_code_cell("attention_explorer()")],
                                   metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     nbformat.write(nb, root / "explorer.ipynb")
+    cells = ["from sage_paper.explore import memory_explorer, tokenization_explorer, playground\n"
+             "from sage_paper.data import load_corpus\n"
+             "man = load_corpus('music21-multitrack', composers=('bach',), max_per_composer=2, progress=False)",
+             "memory_explorer()", "tokenization_explorer(man)",
+             "playground(pieces=man, prompt_tokens=32, max_new_tokens=16, max_audio_seconds=3)"]
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells], metadata=nb.metadata),
+                   root / "companions.ipynb")
     settings = tmp / "settings"
     for plugin, value in {"@jupyterlab/docmanager-extension/plugin": {"autosave": False},  # never writes the notebook
                           "@jupyterlab/notebook-extension/tracker": {"autoStartDefaultKernel": True},  # no kernel dialog
@@ -180,9 +188,9 @@ def run_all_cells(d, tries=3):
     pytest.fail(f"Run All Cells queued no cell in {tries} tries: prompts {d.execute_script(prompts)}")
 
 
-def test_jupyterlab_explorer_widget_reacts_to_the_browser(lab, browser):
-    browser.get(f"{lab}/lab/tree/explorer.ipynb")
-    d = browser
+def open_and_run(d, lab, name):
+    "Open notebook `name` of the lab server, wait for its kernel, run all cells."
+    d.get(f"{lab}/lab/tree/{name}?reset")   # ?reset: a fresh workspace, no tab of an earlier test restored
     wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")), 60, "the notebook did not open")
     # the kernel is ready once the server counts the page's connection to it and the page shows it idle (the page's
     # indicator also reads idle before it has a kernel: a Run click then would be lost)
@@ -192,6 +200,11 @@ def test_jupyterlab_explorer_widget_reacts_to_the_browser(lab, browser):
     wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")), 60,
          "the kernel did not become idle")
     run_all_cells(d)
+
+
+def test_jupyterlab_explorer_widget_reacts_to_the_browser(lab, browser):
+    d = browser
+    open_and_run(d, lab, "explorer.ipynb")
     # the explorer: sliders, the attention dropdown, the head-sharing picture and the cost table
     img_sel = ".jp-OutputArea-output img.widget-image"
     loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0 && arguments[0].src"
@@ -215,3 +228,48 @@ def test_jupyterlab_explorer_widget_reacts_to_the_browser(lab, browser):
     wait(d, lambda d: readout.text.strip() == "9", 10, f"the H slider did not move: {readout.text!r}")
     wait(d, lambda d: (d.execute_script(loaded, img) or src1) != src1 and table.get_attribute("innerHTML") != html1, 30,
          "the picture did not change after the slider")
+
+
+def choose(d, select, text):
+    "Pick option `text` of a <select> once the widget has filled in its options."
+    wait(d, lambda d: text in [o.text.strip() for o in Select(select).options], 30,
+         f"option {text!r} never appeared: {[o.text for o in Select(select).options]}")
+    Select(select).select_by_visible_text(text)
+
+
+def test_jupyterlab_memory_tokenization_and_playground_widgets(lab, browser):
+    "The other three explorers in one notebook: a dropdown redraws each; the playground generates, and plays in the page."
+    d = browser
+    open_and_run(d, lab, "companions.ipynb")
+    cell = lambda i: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell")[i]
+    loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0 && arguments[0].src"
+    def widget(i, css, timeout=120):
+        return wait(d, lambda d: (cell(i).find_elements(By.CSS_SELECTOR, css) or [False])[0], timeout,
+                    f"cell {i}: no {css} (the widget did not appear)")
+    # memory horizons: variant two_scale -> full changes the picture and the table
+    img = widget(1, "img.widget-image")
+    src0 = wait(d, lambda d: d.execute_script(loaded, img), 30, "the memory picture did not load")
+    table0 = widget(1, ".widget-html-content").get_attribute("innerHTML")
+    choose(d, widget(1, ".widget-dropdown select"), "full")
+    wait(d, lambda d: (d.execute_script(loaded, img) or src0) != src0, 30, "the memory picture did not change")
+    assert widget(1, ".widget-html-content").get_attribute("innerHTML") != table0
+    # tokenization: REMI -> TSD recolours the tokens of the piece
+    html = widget(2, ".widget-html-content")
+    wait(d, lambda d: "<span" in html.get_attribute("innerHTML"), 30, "no coloured tokens")
+    html0 = html.get_attribute("innerHTML")
+    kind = cell(2).find_elements(By.CSS_SELECTOR, ".widget-dropdown select")[1]
+    assert Select(kind).first_selected_option.text == "REMI"
+    choose(d, kind, "TSD")
+    wait(d, lambda d: html.get_attribute("innerHTML") != html0, 60, "the tokens did not change after REMI -> TSD")
+    assert "TimeShift" in html.get_attribute("innerHTML") or "TimeShift" in d.execute_script("return arguments[0].textContent", html)
+    # the playground: Generate draws a new piano roll, Listen puts a playable <audio> under it
+    roll = widget(3, "img.widget-image")
+    src1 = wait(d, lambda d: d.execute_script(loaded, roll), 30, "the prompt's piano roll did not load")
+    buttons = {b.text.strip(): b for b in cell(3).find_elements(By.CSS_SELECTOR, "button.widget-button")}
+    buttons["Generate"].click()
+    wait(d, lambda d: (d.execute_script(loaded, roll) or src1) != src1, 60, "Generate did not redraw the piano roll")
+    buttons["Listen"].click()
+    audio = widget(3, "audio", 60)
+    dur = wait(d, lambda d: d.execute_script("return arguments[0].duration > 0 && arguments[0].duration", audio), 30,
+               "the playground's audio has no duration")
+    assert 0.5 < dur <= 3.05, dur
