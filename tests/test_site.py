@@ -99,9 +99,14 @@ def test_index_and_a_notebook_page_show_their_figures(site, browser):
 
 
 def test_listen_page_plays_its_embedded_audio(site, browser):
-    browser.get((site / "nbs" / "10_listen.html").as_uri())
-    srcs = browser.execute_script("return Array.from(document.querySelectorAll('audio source')).map(s => s.src.slice(0, 30))")
-    assert len(srcs) >= 2 and all(s.startswith("data:audio/wav;base64,") for s in srcs), srcs
+    page = site / "nbs" / "10_listen.html"
+    n_file = page.read_text(encoding="utf-8").count("<audio")
+    assert n_file >= 2, f"{page} holds {n_file} <audio> players"   # a chorale and a MAESTRO performance
+    browser.get(page.as_uri())
+    srcs_js = "return Array.from(document.querySelectorAll('audio source')).map(s => s.src.slice(0, 30))"
+    srcs = wait(browser, lambda d: (lambda s: s if len(s) >= n_file else False)(d.execute_script(srcs_js)), 30,
+                f"the page shows fewer <audio> than its file holds ({n_file}): {browser.execute_script(srcs_js)}")
+    assert all(s.startswith("data:audio/wav;base64,") for s in srcs), srcs
     images_rendered(browser, 2)  # the two piano rolls
     audio = browser.find_element(By.TAG_NAME, "audio")
     duration = wait(browser, lambda d: d.execute_script("return arguments[0].duration > 0 && arguments[0].duration", audio),
