@@ -116,7 +116,9 @@ def environment() -> dict:
     def v(p):
         try: return version(p)
         except PackageNotFoundError: return None
-    return dict(git_sha=_git_sha(), git_dirty=bool(_git("status", "--porcelain", "--", "nbs", "sage_paper")),
+    # a copy without its history (SAGE_PAPER_GIT_SHA set) cannot tell whether it differs from that commit: None
+    dirty = None if os.environ.get("SAGE_PAPER_GIT_SHA") else bool(_git("status", "--porcelain", "--", "nbs", "sage_paper"))
+    return dict(git_sha=_git_sha(), git_dirty=dirty,
                 python=platform.python_version(), platform=platform.platform(), **device_info(),
                 versions={p: v(p) for p in PACKAGES})
 
