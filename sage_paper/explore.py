@@ -15,7 +15,8 @@ from .tokenizer import (TOKENIZER_KINDS, ATTRIBUTES, ATTR_COLORS, spec_for, enco
 # %% auto #0
 __all__ = ['VARIANT_NAMES', 'new_figure', 'fig_png', 'explorer_tokenizer', 'token_view', 'tokens_html', 'tokenization_explorer',
            'head_sharing', 'kv_cache_bytes', 'kv_projection_params', 'plot_head_sharing', 'attention_explorer',
-           'horizon_view', 'plot_horizons', 'memory_explorer', 'small_model', 'continue_piece', 'playground']
+           'horizon_view', 'plot_horizons', 'memory_explorer', 'small_model', 'continue_piece', 'trained_model',
+           'playground']
 
 # %% ../nbs/09_explore.ipynb #c67da431
 def new_figure(figsize=(6, 3), # inches
@@ -391,6 +392,28 @@ def continue_piece(model, # a MusicTransformer for `tok`'s vocabulary
                        mode='eager', temperature=temperature, top_k=top_k, top_p=top_p)
     return out[0].cpu().numpy()
 
+# %% ../nbs/09_explore.ipynb #b19b23ab
+def trained_model(tok=None, # a flat MidiTok tokenizer (BPE or not); None: the corpus's base REMI
+                  corpus:str='music21-multitrack', # the corpus trained on (its train split)
+                  composers=('bach',), # music21 composers (music21 corpora only)
+                  max_per_composer:int|None=40, # works per composer; None: all
+                  steps:int=100, # optimiser steps
+                  seed:int=0, # initialization and batch seed
+                  **lm, # other `bpe.LMConfig` fields (d_model, n_layer, notes_per_seq, batch_size, lr, ...)
+                 )->tuple: # (model in eval mode on the CPU, dict of training measures)
+    "A small decoder trained on `corpus`'s train pieces for the playground, with its held-out bits per note."
+    from sage_paper.bpe import LMConfig, view_words, encode_view, train_lm
+    from sage_paper.data import load_corpus
+    if tok is None: tok = explorer_tokenizer('REMI', corpus=corpus)
+    if tok.is_multi_voc: raise ValueError(f"{type(tok).__name__} is pooled: trained_model trains flat tokenizers (REMI, TSD)")
+    man = (load_corpus(corpus, composers=tuple(composers), max_per_composer=max_per_composer, progress=False)
+           if corpus.startswith('music21') else load_corpus(corpus))
+    words = view_words(man, tok)
+    cfg = LMConfig(**{**dict(steps=steps, seed=seed, device='cpu', max_eval_notes=4000, warmup_steps=max(1, steps // 10)), **lm})
+    r = train_lm(tok, words, encode_view(tok, words), cfg)
+    model = r.pop('model').cpu().eval()
+    return model, dict(r, corpus=corpus, pieces=int((words.error == '').sum()))
+
 # %% ../nbs/09_explore.ipynb #a53d0099
 def _roll_png(score, title:str)->bytes:
     from sage_paper.listen import plot_piano_roll
@@ -399,7 +422,7 @@ def _roll_png(score, title:str)->bytes:
     fig.tight_layout()
     return fig_png(fig)
 
-def playground(model=None, # a MusicTransformer for `tok`; None: `small_model(tok)` (untrained)
+def playground(model=None, # a MusicTransformer for `tok`, or a dict name -> model (a dropdown picks); None: `small_model(tok)`
                tok=None, # its tokenizer; None: the corpus's base REMI
                pieces=None, # prompts: a manifest, a dict name -> Score or path, or Scores; None: two Bach chorales
                corpus:str='music21-multitrack', # picks the default tokenizer spec and pieces
@@ -407,19 +430,22 @@ def playground(model=None, # a MusicTransformer for `tok`; None: `small_model(to
                max_new_tokens:int=64, # initial continuation length
                max_audio_seconds:float=30.0, # the Listen button renders at most this much
               ):
-    "A VBox: prompt piece, sampling temperature/top-k/top-p and a Generate button over a piano roll (and, on request, audio) of the result."
+    "A VBox: model, prompt piece, sampling temperature/top-k/top-p and a Generate button over a piano roll (and, on request, audio) of the result."
     import ipywidgets as W
     if tok is None: tok = explorer_tokenizer('REMI', corpus=corpus)
-    if model is None: model = small_model(tok)
+    models = dict(model) if isinstance(model, dict) else {'untrained' if model is None else 'model': small_model(tok) if model is None else model}
+    if not models: raise ValueError("playground: `model` is an empty dict")
     want = [len(v) for v in tok.vocab] if tok.is_multi_voc else len(tok)
-    have = list(model.cfg.field_vocab_sizes) if model.cfg.pooled else model.cfg.vocab_size
-    if want != have: raise ValueError(f"the model's vocabulary {have} does not match the tokenizer's {want}")
+    for name, m in models.items():
+        have = list(m.cfg.field_vocab_sizes) if m.cfg.pooled else m.cfg.vocab_size
+        if want != have: raise ValueError(f"model {name!r}: its vocabulary {have} does not match the tokenizer's {want}")
     if pieces is None:
         from sage_paper.data import load_corpus
         pieces = load_corpus(corpus, composers=('bach',), max_per_composer=2, progress=False)
     scores = _as_scores(pieces)
-    L = model.cfg.max_seq_len
-    c = dict(piece=W.Dropdown(options=list(scores), description='prompt'),
+    L = min(m.cfg.max_seq_len for m in models.values())
+    c = dict(model=W.Dropdown(options=list(models), description='model'),
+             piece=W.Dropdown(options=list(scores), description='prompt'),
              prompt=W.IntSlider(value=min(prompt_tokens, L // 2), min=1, max=L // 2, description='prompt tokens'),
              new=W.IntSlider(value=min(max_new_tokens, L // 2), min=1, max=L // 2, description='new tokens'),
              temperature=W.FloatSlider(value=1.0, min=0.1, max=2.0, step=0.05, description='temperature'),
@@ -445,16 +471,16 @@ def playground(model=None, # a MusicTransformer for `tok`; None: `small_model(to
         show(state['prompt'], 'prompt')
     def generate_(_=None):
         try:
-            ids = continue_piece(model, tok, state['prompt'], c['new'].value, c['temperature'].value, c['top_k'].value,
+            ids = continue_piece(models[c['model'].value], tok, state['prompt'], c['new'].value, c['temperature'].value, c['top_k'].value,
                                  c['top_p'].value, c['seed'].value)
         except ValueError as e: info.value = f"<pre>{html.escape(str(e))}</pre>"; return
         state['ids'] = ids
-        show(ids, f"prompt {len(state['prompt'])} + {len(ids) - len(state['prompt'])} sampled tokens "
+        show(ids, f"{c['model'].value}: prompt {len(state['prompt'])} + {len(ids) - len(state['prompt'])} sampled tokens "
                   f"(T={c['temperature'].value:g}, top-k={c['top_k'].value}, top-p={c['top_p'].value:g})")
     c['piece'].observe(show_prompt, 'value'); c['prompt'].observe(show_prompt, 'value')
     run.on_click(generate_); play.on_click(listen_)
     show_prompt()
-    box = W.VBox([W.HBox([c['piece'], c['prompt'], c['new']]), W.HBox([c['temperature'], c['top_k'], c['top_p']]),
+    box = W.VBox([W.HBox([c['model'], c['piece'], c['prompt'], c['new']]), W.HBox([c['temperature'], c['top_k'], c['top_p']]),
                   W.HBox([c['seed'], run, play]), img, info, sound])
     box.controls, box.outputs, box.state = {**c, 'run': run, 'listen': play}, dict(image=img, info=info, audio=sound), state
     return box

@@ -11,7 +11,7 @@ from sage_paper.recurrence import MemoryConfig, memory_bytes, receptive_field, d
 from sage_paper.tokenizer import ATTRIBUTES, ATTR_COLORS, encode, decode, note_tuples, base_attribute
 from sage_paper.explore import (VARIANT_NAMES, explorer_tokenizer, token_view, tokens_html, tokenization_explorer, head_sharing,
                                 kv_cache_bytes, kv_projection_params, plot_head_sharing, attention_explorer, horizon_view,
-                                plot_horizons, memory_explorer, small_model, continue_piece, playground)
+                                plot_horizons, memory_explorer, small_model, continue_piece, playground, trained_model)
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -257,3 +257,25 @@ def test_continue_piece_and_playground_errors(chorales):
     out = continue_piece(model, tok, prompt, 24, seed=2)
     assert (out == continue_piece(model, tok, prompt, 24, seed=2)).all() and (out[:40] == prompt).all()
     with pytest.raises(ValueError, match='vocabulary'): playground(small_model(explorer_tokenizer('TSD')), tok, man)
+
+
+def test_playground_picks_among_models_and_names_a_mismatched_one(chorales):
+    man, _ = chorales
+    tok = explorer_tokenizer('REMI')
+    models = {'small': small_model(tok, max_seq_len=96), 'other seed': small_model(tok, seed=1, max_seq_len=200)}
+    pg = playground(models, tok, man, prompt_tokens=200, max_new_tokens=200)
+    c = pg.controls
+    assert c['model'].options == ('small', 'other seed') and c['prompt'].max == 48 and c['new'].max == 48  # the shorter context rules
+    c['run'].click(); a = pg.state['ids']
+    c['model'].value = 'other seed'; c['run'].click()
+    assert (pg.state['ids'] != a).any() and pg.outputs['info'].value.startswith('other seed:')
+    with pytest.raises(ValueError, match="model 'tsd': its vocabulary"):
+        playground({'ok': small_model(tok), 'tsd': small_model(explorer_tokenizer('TSD'))}, tok, man)
+
+
+def test_trained_model_learns_the_chorales():
+    tok = explorer_tokenizer('REMI')
+    model, info = trained_model(tok, steps=60, max_per_composer=10)
+    assert not model.training and next(model.parameters()).device.type == 'cpu'
+    assert info['train_loss_last'] < np.log(len(tok)) - 2 and info['pieces'] == 10 and info['steps'] == 60
+    assert np.isfinite(info['bits_per_note']) and info['bits_per_note'] > 0
