@@ -32,3 +32,13 @@ def test_tidy_on_every_notebook_leaves_no_directive_and_keeps_every_output_of_sh
         assert not [c.source[:40] for c in t.cells if c.cell_type == "code" and sage_site.DIRECTIVE.match(c.source)], p.name
         assert sum(len(c.get("outputs", [])) for c in t.cells) == n_out, p.name
         assert len(t.cells) >= 5, p.name
+
+
+def test_tidy_replaces_live_widget_outputs_with_a_note():
+    nb = nbformat.read(ROOT / "nbs" / "09_explore.ipynb", as_version=4)
+    n_widgets = sum(sage_site.WIDGET in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    assert n_widgets >= 3   # the stored outputs of the explorers
+    t = sage_site.tidy(nb)
+    outs = [o for c in t.cells for o in c.get("outputs", [])]
+    assert not any(sage_site.WIDGET in o.get("data", {}) for o in outs)
+    assert sum(o.get("data", {}).get("text/html") == sage_site.WIDGET_NOTE for o in outs) == n_widgets

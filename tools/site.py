@@ -27,10 +27,14 @@ def notebooks(root:Path=ROOT) -> list:
 
 DIRECTIVE = re.compile(r"^\s*#\s*\|\s*([\w-]+)")   # an nbdev/Quarto cell directive: `#| export`, `#|hide`, `#| eval: false`
 HIDDEN = {"hide", "default_exp"}                           # cells nbdev leaves out of its pages
+WIDGET = "application/vnd.jupyter.widget-view+json"        # a live widget: nothing to show without a kernel
+WIDGET_NOTE = ('<p class="sage-widget-note" style="border-left:3px solid #4c72b0;padding:0.3em 0.8em;background:#f4f6fa">'
+               '<b>Interactive explorer.</b> It needs a running kernel: open this notebook in JupyterLab '
+               '(<code>.venv/bin/jupyter lab nbs/09_explore.ipynb</code>) to use it. The cells above call the functions it is built on./p>')
 
 
 def tidy(nb):
-    "nbdev's reading view of `nb`: cells with a `#| hide` or `#| default_exp` directive dropped, the others without their directives."
+    "nbdev's reading view of `nb`: `#| hide` / `#| default_exp` cells dropped, directives stripped, live widgets replaced by a note."
     cells = []
     for c in nb.cells:
         if c.cell_type != "code": cells.append(c); continue
@@ -39,6 +43,8 @@ def tidy(nb):
             found.add(m.group(1)); lines.pop(0)
         if found & HIDDEN: continue
         if found: c.source = "\n".join(lines).strip("\n")
+        for o in c.get("outputs", []):
+            if WIDGET in o.get("data", {}): o["data"] = {"text/html": WIDGET_NOTE, "text/plain": "(an ipywidgets explorer: run the notebook in JupyterLab)"}
         cells.append(c)
     nb.cells = cells
     return nb
