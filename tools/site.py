@@ -30,7 +30,7 @@ HIDDEN = {"hide", "default_exp"}                           # cells nbdev leaves 
 WIDGET = "application/vnd.jupyter.widget-view+json"        # a live widget: nothing to show without a kernel
 WIDGET_NOTE = ('<p class="sage-widget-note" style="border-left:3px solid #4c72b0;padding:0.3em 0.8em;background:#f4f6fa">'
                '<b>Interactive explorer.</b> It needs a running kernel: open this notebook in JupyterLab '
-               '(<code>.venv/bin/jupyter lab nbs/09_explore.ipynb</code>) to use it. The cells above call the functions it is built on./p>')
+               '(<code>.venv/bin/jupyter lab nbs/09_explore.ipynb</code>) to use it. The cells above call the functions it is built on.</p>')
 
 
 def tidy(nb):
