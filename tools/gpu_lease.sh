@@ -7,7 +7,7 @@
 # by the time left, and packs figures/, the manifest and the executed notebooks into $OUT/gpu_results.tgz.
 # All five took 10.7 min on an H200 (e00 12 s, e01 32 s, e02 138 s, e03 230 s, e04 231 s), more than one 10-minute
 # command: split them, e.g. NOTEBOOKS="e02_bpe_study e01_tokens e03_askvhs:235" BUDGET_S=505, then
-# NOTEBOOKS="e04_dsmr:200 e00_corpus" BUDGET_S=330, and merge the two manifests' runs.gpu entries.
+# NOTEBOOKS="e04_dsmr:200 e00_corpus" BUDGET_S=330; then `python tools/merge_results.py one.tgz two.tgz` here.
 set -u
 BUDGET_S=${BUDGET_S:-480}                 # seconds for the notebooks, all together
 CARRY=${CARRY:-.gpucarry}
