@@ -200,7 +200,9 @@ def open_and_run(d, lab, name):
     # the kernel is ready once the server counts the page's connection to it and the page shows it idle (the page's
     # indicator also reads idle before it has a kernel: a Run click then would be lost)
     def connected(_):
-        return any(k["connections"] > 0 for k in json.load(urllib.request.urlopen(f"{lab}/api/kernels", timeout=5)))
+        try: kernels = json.load(urllib.request.urlopen(f"{lab}/api/kernels", timeout=5))
+        except OSError: return False   # the server can answer 500 while a kernel is being started: ask again
+        return any(k["connections"] > 0 for k in kernels)
     wait(d, connected, 60, "no kernel connected to the notebook")
     wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")), 60,
          "the kernel did not become idle")
