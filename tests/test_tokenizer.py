@@ -97,11 +97,12 @@ def test_merge_tracks_keeps_every_note(small_corpus):
     assert len(merged.tracks) == 1 and merged.note_num() == score.note_num()
 
 
-def test_tokens_per_note_reports_bad_files(small_corpus, embedded):
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_tokens_per_note_reports_bad_files(small_corpus, embedded, n_jobs):
     man = small_corpus[small_corpus.status == "ok"].head(2).assign(path=lambda d: d.multitrack_path)
     bad = man.head(1).assign(piece_id="corrupt", path=str(embedded / "MIDIs_corrupted" / "ValueError_Control168.mid"))
     import pandas as pd
-    df = T.tokens_per_note(T.TokenizerSpec("TSD").build(), pd.concat([man, bad]))
+    df = T.tokens_per_note(T.TokenizerSpec("TSD").build(), pd.concat([man, bad]), n_jobs=n_jobs)  # a worker's bad file too
     assert list(df.error == "") == [True, True, False] and "ValueError_Control168.mid" in df.error.iloc[2]
     assert (df.tokens_per_note.iloc[:2] > 2).all() and np.isnan(df.tokens_per_note.iloc[2])
 
