@@ -79,6 +79,8 @@ def map_pieces(fn, # called on each item; a closure is fine (it reaches the work
               ) -> list:
     "`[fn(x) for x in items]` in order, over `n_jobs` forked processes where the platform can fork."
     import multiprocessing as mp, warnings
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
     from tqdm.auto import tqdm
     global _MAP_FN
     items = list(items)
@@ -90,8 +92,11 @@ def map_pieces(fn, # called on each item; a closure is fine (it reaches the work
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)   # Python 3.12 warns on fork in a threaded process (Jupyter's kernel)
-            with mp.get_context("fork").Pool(n) as pool:
-                return list(tqdm(pool.imap(_call_map_fn, items, chunksize), total=len(items), desc=desc, disable=desc is None))
+            with ProcessPoolExecutor(n, mp_context=mp.get_context("fork")) as ex:
+                return list(tqdm(ex.map(_call_map_fn, items, chunksize=chunksize), total=len(items), desc=desc, disable=desc is None))
+    except BrokenProcessPool as e:   # a worker died (a crash inside a native library): say so rather than hang
+        raise RuntimeError(f"map_pieces: a worker process died on one of {len(items)} items ({e}); "
+                           "run with n_jobs=1 to find the item") from None
     finally: _MAP_FN = None
 
 # %% ../nbs/00_data.ipynb #2b68d3cb
