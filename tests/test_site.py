@@ -1,7 +1,7 @@
 """The rendered companion in a real browser: Debian's headless Chromium driven by Selenium.
 
 * the static site (`tools/site.py`): the README's figures and a notebook's figures render from file:// URLs,
-  every page is linked from the index, and 10_listen's page (executed for the site) plays its embedded audio;
+  every page is linked from the index, and 11_listen's page (executed for the site) plays its embedded audio;
 * a real JupyterLab server: each explorer of `sage_paper.explore` answers a control changed in the browser (attention,
   memory horizons, tokenization), and the playground generates and puts a playable <audio> in the page.
 
@@ -35,7 +35,7 @@ sage_site = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(sag
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    "The whole site, built once (executes 10_listen)."
+    "The whole site, built once (executes 11_listen)."
     index = sage_site.build(tmp_path_factory.mktemp("site") / "_site", timeout=300, log=lambda *a: None)
     return index.parent
 
@@ -85,10 +85,10 @@ def test_index_and_a_notebook_page_show_their_figures(site, browser):
     assert want <= set(hrefs), want - set(hrefs)
     assert len(want) >= 17 and all(Path(urllib.request.url2pathname(h[len("file://"):])).is_file() for h in hrefs)
     # a notebook with figures in its stored outputs: every one of them is an <img> that renders
-    nb = ROOT / "nbs" / "04_attention.ipynb"
+    nb = ROOT / "nbs" / "05_attention.ipynb"
     n_png = sum("image/png" in o.get("data", {}) for c in nbformat.read(nb, 4).cells for o in c.get("outputs", []))
     assert n_png >= 2, f"{nb.name} keeps {n_png} figures"
-    browser.get((site / "nbs" / "04_attention.html").as_uri())
+    browser.get((site / "nbs" / "05_attention.html").as_uri())
     imgs = images_rendered(browser, n_png)
     assert sum(s.startswith("data:image/png") for s, _, _ in imgs) >= n_png
     code = browser.execute_script("return Array.from(document.querySelectorAll('.jp-InputArea-editor')).map(e => e.textContent).join('\\n')")
@@ -99,7 +99,7 @@ def test_index_and_a_notebook_page_show_their_figures(site, browser):
 
 
 def test_listen_page_plays_its_embedded_audio(site, browser):
-    page = site / "nbs" / "10_listen.html"
+    page = site / "nbs" / "11_listen.html"
     n_file = page.read_text(encoding="utf-8").count("<audio")
     assert n_file >= 2, f"{page} holds {n_file} <audio> players"   # a chorale and a MAESTRO performance
     browser.get(page.as_uri())

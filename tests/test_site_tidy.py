@@ -35,7 +35,7 @@ def test_tidy_on_every_notebook_leaves_no_directive_and_keeps_every_output_of_sh
 
 
 def test_tidy_replaces_live_widget_outputs_with_a_note():
-    nb = nbformat.read(ROOT / "nbs" / "09_explore.ipynb", as_version=4)
+    nb = nbformat.read(ROOT / "nbs" / "12_explore.ipynb", as_version=4)
     n_widgets = sum(sage_site.WIDGET in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     assert n_widgets >= 3   # the stored outputs of the explorers
     t = sage_site.tidy(nb)

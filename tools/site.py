@@ -3,7 +3,7 @@
 `python tools/site.py [--out DIR] [--timeout S]` renders, with nbconvert's HTML exporter (lab template):
   * index.html: README.md (which is rendered from nbs/index.ipynb) with a navigation list of every page;
   * nbs/NN_*.html and nbs/experiments/*.html: one page per notebook, its stored outputs as they are in git,
-    except the notebooks in EXECUTE (nbs/10_listen.ipynb keeps no audio in git): those are executed first
+    except the notebooks in EXECUTE (nbs/11_listen.ipynb keeps no audio in git): those are executed first
     (ExecutePreprocessor, cwd nbs/) so that their pages embed the audio players as data: URIs;
   * figures/: a copy of the repository's figures/, so that the README's image links work.
 Pages show what nbdev's docs would (`tidy`): `#| hide` and `#| default_exp` cells are left out, and the `#|`
@@ -15,7 +15,7 @@ import argparse, html, os, re, shutil, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXECUTE = ("10_listen.ipynb",)  # notebooks whose outputs are not kept in git: executed for their pages
+EXECUTE = ("11_listen.ipynb",)  # notebooks whose outputs are not kept in git: executed for their pages
 MARKER = ".sage_paper_site"    # marks a folder this script wrote (and may therefore replace)
 
 
@@ -30,7 +30,7 @@ HIDDEN = {"hide", "default_exp"}                           # cells nbdev leaves 
 WIDGET = "application/vnd.jupyter.widget-view+json"        # a live widget: nothing to show without a kernel
 WIDGET_NOTE = ('<p class="sage-widget-note" style="border-left:3px solid #4c72b0;padding:0.3em 0.8em;background:#f4f6fa">'
                '<b>Interactive explorer.</b> It needs a running kernel: open this notebook in JupyterLab '
-               '(<code>.venv/bin/jupyter lab nbs/09_explore.ipynb</code>) to use it. The cells above call the functions it is built on.</p>')
+               '(<code>.venv/bin/jupyter lab nbs/12_explore.ipynb</code>) to use it. The cells above call the functions it is built on.</p>')
 
 
 def tidy(nb):
