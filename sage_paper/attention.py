@@ -4,13 +4,14 @@
 
 # %% auto #0
 __all__ = ['ATTENTION_KINDS', 'AttentionConfig', 'kv_head_map', 'kv_projection_map', 'kv_cache_bytes_per_token', 'rope_cos_sin',
-           'apply_rope', 'causal_mask', 'KVCache', 'CausalSelfAttention']
+           'apply_rope', 'causal_mask', 'KVCache', 'KVCodec', 'attend', 'CausalSelfAttention']
 
 # %% ../nbs/05_attention.ipynb #312a6117
 from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .core import check_ints
 
 # %% ../nbs/05_attention.ipynb #d1b79002
 ATTENTION_KINDS = ('mha', 'gqa', 'mqa', 'askvhs')  # the four attention variants a config can ask for
@@ -29,13 +30,13 @@ class AttentionConfig:
     max_seq_len:int=1024 # longest block a single forward pass takes
     rope_base:float=10000.0 # RoPE frequency base
     dropout:float=0.0 # dropout on attention probabilities and outputs (training only)
+    kv_rank:int|None=None # None: keys and values as they are; r: each token's keys and values pass through an r-wide code (what a memory stores; DSMR v3's compression)
 
     def __post_init__(self):
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"attention={self.attention!r}: expected one of {ATTENTION_KINDS}")
-        for name in ('d_model', 'n_head', 'n_kv_head', 'n_attr', 'n_layer', 'max_seq_len'):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1: raise ValueError(f"{name}={v!r}: must be a positive int")
+        check_ints(self, positive=('d_model', 'n_head', 'n_kv_head', 'n_attr', 'n_layer', 'max_seq_len', 'askvhs_rank', 'kv_rank'),
+                   optional=('askvhs_rank', 'kv_rank'))
         if self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
         if self.head_dim % 2:
@@ -44,9 +45,8 @@ class AttentionConfig:
         if self.attention == 'mqa': self.n_kv_head = 1
         if self.n_kv_head > self.n_head or self.n_head % self.n_kv_head:
             raise ValueError(f"n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}")
-        r = self.askvhs_rank
-        if r is not None and (not isinstance(r, int) or r < 1):
-            raise ValueError(f"askvhs_rank={r!r}: must be None or a positive int")
+        if self.kv_rank is not None and self.kv_rank > self.n_kv_head * self.head_dim:
+            raise ValueError(f"kv_rank={self.kv_rank} exceeds the key width n_kv_head*head_dim={self.n_kv_head * self.head_dim}")
         if not 0.0 <= self.dropout < 1.0: raise ValueError(f"dropout={self.dropout}: must lie in [0, 1)")
         if self.rope_base <= 1: raise ValueError(f"rope_base={self.rope_base}: must be > 1")
 
@@ -98,13 +98,15 @@ def apply_rope(x:torch.Tensor, # (B, n_heads, T, dh)
 # %% ../nbs/05_attention.ipynb #79701a50
 def causal_mask(q_slots:torch.Tensor, # (T,) cache slot of each query
                 k_len:int, # number of cache/block key slots, slots 0..k_len-1
-                n_mem:int=0, # memory keys placed before them
-               )->torch.Tensor: # bool (T, n_mem + k_len), True = may attend
-    "Attention mask: every query sees the whole memory, and key slot j iff j <= its own slot."
+                mem_pos:torch.Tensor|None=None, # (B, M) absolute positions of memory keys placed before them; < 0: not valid
+               )->torch.Tensor: # bool (T, k_len), or (B, 1, T, M + k_len) with a memory; True = may attend
+    "Attention mask: key slot j is visible iff j <= the query's own slot; a memory key iff its position is valid (>= 0)."
     k_slots = torch.arange(k_len, device=q_slots.device)  # (L,)
     m = k_slots[None, :] <= q_slots[:, None]  # (T, L)
-    if n_mem: m = torch.cat([m.new_ones(len(q_slots), n_mem), m], 1)  # (T, M + L)
-    return m
+    if mem_pos is None: return m
+    B, T = mem_pos.shape[0], len(q_slots)
+    valid = (mem_pos >= 0)[:, None, :].expand(B, T, mem_pos.shape[1])  # (B, T, M)
+    return torch.cat([valid, m.expand(B, T, k_len)], 2)[:, None]  # (B, 1, T, M + L)
 
 # %% ../nbs/05_attention.ipynb #39a48742
 class KVCache:
@@ -119,12 +121,12 @@ class KVCache:
                  device=None, # storage device
                  static:bool=False, # attend over all max_len slots under a mask (fixed shapes, CUDA-graph friendly)
                 ):
-        for name, v in dict(n_layer=n_layer, batch=batch, n_kv_head=n_kv_head, max_len=max_len, head_dim=head_dim).items():
-            if not isinstance(v, int) or v < 1: raise ValueError(f"{name}={v!r}: must be a positive int")
+        check_ints(dict(n_layer=n_layer, batch=batch, n_kv_head=n_kv_head, max_len=max_len, head_dim=head_dim),
+                   positive=('n_layer', 'batch', 'n_kv_head', 'max_len', 'head_dim'))
         self.k = torch.zeros(n_layer, batch, n_kv_head, max_len, head_dim, dtype=dtype, device=device)
         self.v = torch.zeros_like(self.k)
         self.pos = torch.zeros((), dtype=torch.long, device=self.k.device)  # next free slot, as a device tensor
-        self.length, self.static = 0, static  # next free slot, as a Python int (eager bookkeeping)
+        self.length, self.static = 0, static  # next free slot as a Python int (dynamic caches only: a static step reads no host number)
 
     @property
     def max_len(self): return self.k.shape[3]
@@ -138,10 +140,11 @@ class KVCache:
         self.k.zero_(); self.v.zero_(); self.pos.zero_(); self.length = 0
 
     def check(self, batch:int, n_new:int):
-        "Raise ValueError unless `n_new` more tokens of a batch of `batch` fit."
+        "Raise ValueError unless `n_new` more tokens of a batch of `batch` fit (a static cache reads its device position: one sync)."
         if batch != self.batch: raise ValueError(f"batch={batch} does not match the cache's batch={self.batch}")
-        if self.length + n_new > self.max_len:
-            raise ValueError(f"cache max_len={self.max_len} exceeded: {self.length} cached + {n_new} new tokens")
+        used = int(self.pos) if self.static else self.length
+        if used + n_new > self.max_len:
+            raise ValueError(f"cache max_len={self.max_len} exceeded: {used} cached + {n_new} new tokens")
 
     def update(self, layer_idx:int, k:torch.Tensor, v:torch.Tensor):
         "Write k, v (B, G, T, dh) of layer `layer_idx` at slots pos..pos+T-1; return the readable keys, values and the new slots."
@@ -153,10 +156,41 @@ class KVCache:
 
     def advance(self, n_new:int):
         "Mark `n_new` written tokens as cached (call once per forward, after the last layer)."
-        self.pos.add_(n_new); self.length += n_new
+        self.pos.add_(n_new)
+        if not self.static: self.length += n_new
 
     def __repr__(self):
-        return f"KVCache(shape={tuple(self.k.shape)}, dtype={self.k.dtype}, length={self.length}, static={self.static})"
+        return f"KVCache(shape={tuple(self.k.shape)}, dtype={self.k.dtype}, static={self.static})"
+
+# %% ../nbs/05_attention.ipynb #81508482
+class KVCodec(nn.Module):
+    "Rank-r bottleneck of one layer's keys and values (all KV heads together): store `encode`, read `decode`."
+    def __init__(self,
+                 width:int, # G * head_dim, the keys' (and values') width per token
+                 rank:int, # r <= width, the code width
+                ):
+        super().__init__()
+        if rank > width: raise ValueError(f"kv_rank={rank} exceeds the key width n_kv_head*head_dim={width}")
+        self.k_down, self.k_up = nn.Linear(width, rank, bias=False), nn.Linear(rank, width, bias=False)
+        self.v_down, self.v_up = nn.Linear(width, rank, bias=False), nn.Linear(rank, width, bias=False)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        "Start as an orthogonal projection onto a random r-dimensional subspace (up = down transposed)."
+        for down, up in ((self.k_down, self.k_up), (self.v_down, self.v_up)):
+            q, _ = torch.linalg.qr(torch.randn(down.in_features, down.out_features))  # (width, r), orthonormal columns
+            down.weight.copy_(q.T); up.weight.copy_(q)
+
+    def encode(self, k:torch.Tensor, v:torch.Tensor)->tuple: # (B, T, G, dh) each -> codes (B, T, r) each
+        "The codes a memory stores."
+        B, T, G, dh = k.shape
+        return self.k_down(k.reshape(B, T, G * dh)), self.v_down(v.reshape(B, T, G * dh))  # (B, T, G*dh) -> (B, T, r)
+
+    def decode(self, ck:torch.Tensor, cv:torch.Tensor, G:int)->tuple: # codes (B, T, r) each -> (B, T, G, dh) each
+        "Keys and values expanded from their codes (before RoPE)."
+        B, T, _ = ck.shape
+        return self.k_up(ck).view(B, T, G, -1), self.v_up(cv).view(B, T, G, -1)  # (B, T, G*dh) -> (B, T, G, dh)
 
 # %% ../nbs/05_attention.ipynb #b4368516
 def _checking()->bool:
@@ -164,9 +198,23 @@ def _checking()->bool:
     capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
     return not (capturing or torch.compiler.is_compiling())
 
+def attend(q:torch.Tensor, # (B, H, T, dh) rotated queries
+           k:torch.Tensor, # (B, G, L, dh) rotated keys (G divides H)
+           v:torch.Tensor, # (B, G, L, dh) values
+           mask:torch.Tensor|None=None, # bool, broadcastable to (B, H, T, L); True = may attend
+           causal:bool=False, # plain causal attention (no mask), T == L
+           dropout:float=0.0, # dropout on the attention probabilities
+          )->torch.Tensor: # (B, H, T, dh)
+    "SDPA of H query heads over G KV heads; one query per sequence (a decoding step) folds a group's heads into query rows."
+    B, H, T, dh = q.shape
+    G = k.shape[1]
+    if T == 1 and G < H and not causal and (mask is None or mask.shape[-2] == 1):  # (B, G, H/G, dh): no copy of the KV heads
+        return F.scaled_dot_product_attention(q.view(B, G, H // G, dh), k, v, attn_mask=mask, dropout_p=dropout).view(B, H, 1, dh)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout, enable_gqa=G < H)
+
 # %% ../nbs/05_attention.ipynb #8dc088f4
 class CausalSelfAttention(nn.Module):
-    "Causal self-attention, H query heads over G KV heads: MHA, GQA, MQA or AS-KVHS, with RoPE, KV cache and memory."
+    "Causal self-attention, H query heads over G KV heads: MHA, GQA, MQA or AS-KVHS, with RoPE, KV cache, memory and optional KV codes."
     def __init__(self, cfg:AttentionConfig): # any config with AttentionConfig's fields
         super().__init__()
         self.cfg = cfg
@@ -176,9 +224,11 @@ class CausalSelfAttention(nn.Module):
         n_down = A * self.rank if self.rank else 0  # low-rank down-projections D_a, fused into qkv
         self.qkv = nn.Linear(cfg.d_model, H * dh + self.n_kv_proj * 2 * G * dh + n_down, bias=False)
         self.attr_up = nn.Parameter(torch.zeros(n_down, 2 * G * dh)) if n_down else None  # stacked U_a
+        self.codec = KVCodec(G * dh, cfg.kv_rank) if cfg.kv_rank else None
         self.out = nn.Linear(H * dh, cfg.d_model, bias=False)
         self.resid_drop = nn.Dropout(cfg.dropout)
         self.check_attr_range = True  # a model that validates attr once per forward turns this off
+        self.askvhs_kernel = 'auto'  # full-rank AS-KVHS: 'fused', 'grouped', or 'auto' (grouped on CPU outside graphs and compilation)
         self.tie_attribute_projections()
 
     @torch.no_grad()
@@ -197,6 +247,26 @@ class CausalSelfAttention(nn.Module):
             raise ValueError(f"attr ids must lie in [0, n_attr={self.cfg.n_attr}), got {int(attr.min())}..{int(attr.max())}")
         return attr.long()
 
+    def _grouped(self, x)->bool:
+        "Use the grouped AS-KVHS kernel? ('auto': on CPU, outside CUDA-graph capture and torch.compile.)"
+        k = self.askvhs_kernel
+        return k == 'grouped' or (k == 'auto' and x.device.type == 'cpu' and _checking())
+
+    def _project_grouped(self, x, attr):
+        "Queries, and each token's K/V through its own attribute's projection only: tokens sorted by attribute, one matmul per attribute present."
+        H, G, dh, A, d = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim, self.cfg.n_attr, self.cfg.d_model
+        W = self.qkv.weight  # (H*dh + A*2*G*dh, d)
+        q = F.linear(x, W[:H * dh])  # (B, T, H*dh)
+        Wkv = W[H * dh:].view(A, 2 * G * dh, d)  # (A, 2*G*dh, d): one projection per attribute
+        xf, af = x.reshape(-1, d), attr.reshape(-1)  # (N, d), (N,)
+        if af.numel() == 1: kv = F.linear(xf, Wkv[int(af)])  # one token (a decoding step at batch 1): (1, 2*G*dh)
+        else:
+            counts = torch.bincount(af, minlength=A).tolist()  # one host read
+            order = af.argsort(stable=True)  # (N,): the tokens grouped by attribute
+            srt = torch.cat([F.linear(xa, Wkv[a]) for a, xa in enumerate(xf[order].split(counts)) if counts[a]])  # (N, 2*G*dh) sorted
+            kv = srt.new_zeros(len(af), 2 * G * dh).index_copy(0, order, srt)  # back in token order
+        return q, kv.view(*x.shape[:-1], 2 * G * dh)  # (B, T, H*dh), (B, T, 2*G*dh)
+
     def project_qkv(self,
                     x:torch.Tensor, # (B, T, d)
                     attr:torch.Tensor|None=None, # (B, T) attribute ids, needed for AS-KVHS
@@ -204,6 +274,9 @@ class CausalSelfAttention(nn.Module):
         "Queries (B, T, H, dh) and keys, values (B, T, G, dh); AS-KVHS uses each token's attribute projection."
         B, T, _ = x.shape
         H, G, dh, A = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim, self.cfg.n_attr
+        if self.askvhs and self.rank is None and self._grouped(x):
+            q, kv = self._project_grouped(x, self._check_attr(attr, B, T))  # (B, T, H*dh), (B, T, 2*G*dh)
+            return q.view(B, T, H, dh), *kv.view(B, T, 2, G, dh).unbind(2)  # (B, T, H, dh), (B, T, G, dh) x2
         y = self.qkv(x)  # (B, T, H*dh + n_kv_proj*2*G*dh + A*r)
         q, kv = y.split([H * dh, y.shape[-1] - H * dh], -1)
         if self.askvhs:
@@ -221,43 +294,49 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self,
                 x:torch.Tensor, # (B, T, d) layer input
-                pos:torch.Tensor|None=None, # (T,) or (B, T) absolute positions; default: cache.pos + arange(T)
+                pos=None, # (T,) or (B, T) absolute positions, or their rotary tables (cos, sin) from `rope_cos_sin`; default: cache.pos + arange(T)
                 attr:torch.Tensor|None=None, # (B, T) attribute ids in [0, n_attr), used by AS-KVHS only
                 cache:KVCache|None=None, # KV cache to write this block into and read from
                 layer_idx:int|None=None, # this layer's index in the cache
-                mem_kv:tuple|None=None, # (k, v), each (B, G, M, dh), rotated keys/values that precede the block
-                return_kv:bool=False, # also return this block's rotated (k, v), each (B, G, T, dh)
-               ):
+                memory:tuple|None=None, # (k, v, pos): keys and values before the block, (B, G, M, dh) rotated (or codes (B, M, r) with kv_rank), at positions (B, M); < 0 is masked
+               )->tuple: # output (B, T, d), and what this block adds to a memory: rotated (k, v) (B, G, T, dh) each, or codes (B, T, r) each
+        "Attention of the block over [memory | cache or block]; also returns the block's keys and values as a memory stores them."
         B, T, _ = x.shape
         H, G, dh = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim
         if T > self.cfg.max_seq_len: raise ValueError(f"sequence length {T} exceeds max_seq_len={self.cfg.max_seq_len}")
         if cache is not None:
             if layer_idx is None: raise ValueError("layer_idx is required when a cache is given")
-            cache.check(B, T)
+            if _checking(): cache.check(B, T)
         if pos is None: pos = torch.arange(T, device=x.device) + (cache.pos if cache is not None else 0)
-        if pos.shape[-1] != T: raise ValueError(f"pos has shape {tuple(pos.shape)}, expected ({T},) or ({B}, {T})")
-        q, k, v = self.project_qkv(x, attr)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, dh), (B, G, T, dh) x2
-        cos, sin = rope_cos_sin(pos, dh, self.cfg.rope_base)  # (T, dh) or (B, T, dh)
+        cos, sin = pos if isinstance(pos, tuple) else rope_cos_sin(pos, dh, self.cfg.rope_base)  # (T, dh) or (B, T, dh)
+        if cos.shape[-2] != T: raise ValueError(f"pos covers {cos.shape[-2]} positions, expected T={T}")
         if cos.dim() == 3: cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, dh)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        new_kv = (k, v)
+        q, k, v = self.project_qkv(x, attr)  # (B, T, H, dh), (B, T, G, dh) x2
+        if self.codec is not None:
+            ck, cv = self.codec.encode(k, v)  # (B, T, r) x2: what a memory stores
+            k, v = self.codec.decode(ck, cv, G)  # (B, T, G, dh) x2: what attention reads
+        q = apply_rope(q.transpose(1, 2), cos, sin)  # (B, H, T, dh)
+        k, v = apply_rope(k.transpose(1, 2), cos, sin), v.transpose(1, 2)  # (B, G, T, dh) x2
+        new_kv = (ck, cv) if self.codec is not None else (k, v)
         if cache is not None:
             k, v, q_slots = cache.update(layer_idx, k, v)  # (B, G, L, dh) x2, (T,)
             k, v = k.to(q.dtype), v.to(q.dtype)
         else: q_slots = torch.arange(T, device=x.device)
-        L, n_mem = k.shape[2], 0
-        if mem_kv is not None:
-            mk, mv = mem_kv
-            if mk.shape[:2] != (B, G) or mk.shape[3] != dh or mv.shape != mk.shape:
-                raise ValueError(f"mem_kv tensors must be (B={B}, G={G}, M, dh={dh}), got {tuple(mk.shape)}, {tuple(mv.shape)}")
-            n_mem = mk.shape[2]
+        L, mem_pos = k.shape[2], None
+        if memory is not None:
+            mk, mv, mem_pos = memory
+            M = mem_pos.shape[1]
+            if self.codec is not None:  # expand the codes and rotate the keys at their own positions
+                mk, mv = self.codec.decode(mk, mv, G)  # (B, M, r) -> (B, M, G, dh) x2
+                mc, ms = rope_cos_sin(mem_pos, dh, self.cfg.rope_base)  # (B, M, dh)
+                mk, mv = apply_rope(mk.transpose(1, 2), mc[:, None], ms[:, None]), mv.transpose(1, 2)  # (B, G, M, dh) x2
+            if mk.shape != (B, G, M, dh) or mv.shape != mk.shape:
+                raise ValueError(f"memory keys and values must be (B={B}, G={G}, M={M}, dh={dh}), got {tuple(mk.shape)}, {tuple(mv.shape)}")
             k, v = torch.cat([mk.to(q.dtype), k], 2), torch.cat([mv.to(q.dtype), v], 2)  # (B, G, M + L, dh) x2
         static = cache is not None and cache.static
-        if T == 1 and not static: mask, causal = None, False  # one query sees every key
-        elif cache is None and n_mem == 0: mask, causal = None, True  # a plain causal block
-        else: mask, causal = causal_mask(q_slots, L, n_mem), False  # (T, M + L)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           dropout_p=self.cfg.dropout if self.training else 0.0, enable_gqa=G < H)  # (B, H, T, dh)
+        if mem_pos is None and cache is None: mask, causal = None, True  # a plain causal block
+        elif mem_pos is None and T == 1 and not static: mask, causal = None, False  # one query sees every cached key
+        else: mask, causal = causal_mask(q_slots, L, mem_pos), False  # (T, L) or (B, 1, T, M + L)
+        y = attend(q, k, v, mask, causal, self.cfg.dropout if self.training else 0.0)  # (B, H, T, dh)
         y = self.resid_drop(self.out(y.transpose(1, 2).reshape(B, T, H * dh)))  # (B, T, H*dh) -> (B, T, d)
-        return (y, new_kv) if return_kv else y
+        return y, new_kv

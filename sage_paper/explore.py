@@ -8,8 +8,15 @@ import html, io, os
 import numpy as np
 import pandas as pd
 import torch
+from .data import load_corpus, read_midi
+from .bpe import bar_words, train_bpe
 from .attention import ATTENTION_KINDS, AttentionConfig, kv_head_map, kv_projection_map, kv_cache_bytes_per_token
-from .tokenizer import (TOKENIZER_KINDS, ATTRIBUTES, ATTR_COLORS, spec_for, encode, decode, token_parts,
+from .model import ModelConfig, MusicTransformer
+from .generate import generate
+from .recurrence import MemoryConfig, dsmr_variant, receptive_field, memory_bytes
+from .evaluate import LMConfig, tokenize_corpus, train_lm, heldout_rows, heldout_bits_per_note, model_config
+from .listen import plot_piano_roll, audio
+from .tokenizer import (grammar_for, TOKENIZER_KINDS, ATTRIBUTES, ATTR_COLORS, spec_for, encode, decode, token_parts,
                                   attribute_types, base_attribute)
 
 # %% auto #0
@@ -40,7 +47,6 @@ def explorer_tokenizer(kind:str='REMI', # one of TOKENIZER_KINDS
                        corpus:str='music21-multitrack', # corpus name: picks the spec (programs, velocities)
                       ):
     "A tokenizer of `kind` for `corpus`, with BPE learned on `scores` when `vocab_size` exceeds the base vocabulary."
-    from sage_paper.bpe import bar_words, train_bpe
     spec = spec_for(corpus, kind)
     tok = spec.build()
     if vocab_size <= len(tok): return tok
@@ -123,7 +129,6 @@ def tokens_html(df:pd.DataFrame, # from `token_view`
 # %% ../nbs/12_explore.ipynb #0413f7f4
 def _as_scores(pieces)->dict:
     "name -> symusic Score from a manifest (piece_id, path), a dict of Scores or paths, or a list of Scores."
-    from sage_paper.data import read_midi
     if isinstance(pieces, pd.DataFrame):
         if not {'piece_id', 'path'} <= set(pieces.columns): raise ValueError(f"pieces: a manifest needs piece_id and path columns, got {list(pieces.columns)}")
         pieces = dict(zip(pieces.piece_id, pieces.path))
@@ -288,16 +293,14 @@ def horizon_view(variant:str, # a `dsmr_variant` name (VARIANT_NAMES or binary_<
                  dtype:torch.dtype=torch.float32, # what the memory is stored in
                 )->pd.DataFrame: # one row per layer: horizon, min_reach, max_reach, memory_bytes
     "Per layer of a DSMR variant: memory horizon, receptive field (tokens back) and bytes of memory once full."
-    from sage_paper.model import ModelConfig
-    from sage_paper.recurrence import MemoryConfig, dsmr_variant, receptive_field, memory_bytes
     over, mem = dsmr_variant(variant, n_layer, n_head, d_model, long, short, n_long, compress)
     cfg = ModelConfig(1, d_model=d_model, n_head=n_head, n_layer=n_layer, **over)
     hor = mem.horizons_for(n_layer)
     df = receptive_field(hor, seg_len)
-    one = lambda l: MemoryConfig('custom', horizons=tuple(h if k == l else 0 for k, h in enumerate(hor)), kv_rank=mem.kv_rank)
+    one = lambda l: MemoryConfig('custom', horizons=tuple(h if k == l else 0 for k, h in enumerate(hor)))
     df['memory_bytes'] = [memory_bytes(cfg, one(l), dtype) for l in range(n_layer)]
     df.attrs.update(variant=variant, budget=sum(hor), total_bytes=memory_bytes(cfg, mem, dtype), seg_len=seg_len,
-                    attention=cfg.attention, n_kv_head=cfg.n_kv_head, kv_rank=mem.kv_rank)
+                    attention=cfg.attention, n_kv_head=cfg.n_kv_head, kv_rank=cfg.kv_rank)
     return df
 
 # %% ../nbs/12_explore.ipynb #c962b904
@@ -363,11 +366,11 @@ def small_model(tok, # a MidiTok tokenizer (flat or pooled): sets the vocabulary
                 seed:int=0, # initialization seed
                 **kw, # ModelConfig overrides (d_model, n_layer, n_head, attention, max_seq_len, ...)
                ):
-    "A small untrained `MusicTransformer` for `tok`'s vocabulary, in eval mode."
-    from sage_paper.model import ModelConfig, MusicTransformer
-    size = dict(vocab_size=0, field_vocab_sizes=tuple(len(v) for v in tok.vocab)) if tok.is_multi_voc else dict(vocab_size=len(tok))
+    "A small untrained `MusicTransformer` for `tok`'s vocabulary (`evaluate.model_config`), in eval mode."
+    kw = {**dict(max_seq_len=512), **kw}
+    size = {k: kw.pop(k) for k in ('d_model', 'n_layer', 'n_head') if k in kw}
     torch.manual_seed(seed)
-    return MusicTransformer(ModelConfig(**{**dict(d_model=64, n_head=4, n_layer=2, max_seq_len=512), **size, **kw})).eval()
+    return MusicTransformer(model_config(tok, LMConfig(**{**dict(d_model=64, n_layer=2, n_head=4), **size}), **kw)).eval()
 
 def continue_piece(model, # a MusicTransformer for `tok`'s vocabulary
                    tok, # the tokenizer of `prompt`
@@ -379,7 +382,6 @@ def continue_piece(model, # a MusicTransformer for `tok`'s vocabulary
                    seed:int=0, # sampling seed
                   )->np.ndarray: # prompt + continuation, (T + n,) or (T + n, F)
     "Continue `prompt` with `generate.generate` under `tok`'s grammar mask (AS-KVHS gets the attribute table)."
-    from sage_paper.generate import generate, grammar_for
     prompt = torch.as_tensor(np.asarray(prompt), dtype=torch.long)
     L = model.cfg.max_seq_len
     if len(prompt) + max_new_tokens > L:
@@ -393,30 +395,27 @@ def continue_piece(model, # a MusicTransformer for `tok`'s vocabulary
     return out[0].cpu().numpy()
 
 # %% ../nbs/12_explore.ipynb #b19b23ab
-def trained_model(tok=None, # a flat MidiTok tokenizer (BPE or not); None: the corpus's base REMI
+def trained_model(tok=None, # a MidiTok tokenizer (flat, BPE or pooled); None: the corpus's base REMI
                   corpus:str='music21-multitrack', # the corpus trained on (its train split)
                   composers=('bach',), # music21 composers (music21 corpora only)
                   max_per_composer:int|None=40, # works per composer; None: all
                   steps:int=100, # optimiser steps
                   seed:int=0, # initialization and batch seed
-                  **lm, # other `bpe.LMConfig` fields (d_model, n_layer, notes_per_seq, batch_size, lr, ...)
+                  **lm, # other `evaluate.LMConfig` fields (d_model, n_layer, notes_per_seq, batch_size, lr, ...)
                  )->tuple: # (model in eval mode on the CPU, dict of training measures)
-    "A small decoder trained on `corpus`'s train pieces for the playground, with its held-out bits per note."
-    from sage_paper.bpe import LMConfig, view_words, encode_view, train_lm
-    from sage_paper.data import load_corpus
+    "A small decoder trained on `corpus`'s train pieces by `evaluate.train_lm`, with its held-out bits per note."
     if tok is None: tok = explorer_tokenizer('REMI', corpus=corpus)
-    if tok.is_multi_voc: raise ValueError(f"{type(tok).__name__} is pooled: trained_model trains flat tokenizers (REMI, TSD)")
     man = (load_corpus(corpus, composers=tuple(composers), max_per_composer=max_per_composer, progress=False)
            if corpus.startswith('music21') else load_corpus(corpus))
-    words = view_words(man, tok)
+    c = tokenize_corpus(man, tok)
     cfg = LMConfig(**{**dict(steps=steps, seed=seed, device='cpu', max_eval_notes=4000, warmup_steps=max(1, steps // 10)), **lm})
-    r = train_lm(tok, words, encode_view(tok, words), cfg)
-    model = r.pop('model').cpu().eval()
-    return model, dict(r, corpus=corpus, pieces=int((words.error == '').sum()))
+    run = train_lm(c, cfg)
+    bp = heldout_bits_per_note(run.model, c, heldout_rows(c, cfg.max_eval_notes), run.seq_len)
+    return run.model.cpu().eval(), dict(bits_per_note=bp['bits_per_note'], train_loss_last=run.history[-1]['train_loss'],
+                                        seq_len=run.seq_len, steps=steps, train_seconds=run.seconds, corpus=corpus, pieces=int(c.ok.sum()))
 
 # %% ../nbs/12_explore.ipynb #a53d0099
 def _roll_png(score, title:str)->bytes:
-    from sage_paper.listen import plot_piano_roll
     fig = new_figure((7, 2.6))
     plot_piano_roll(score, ax=fig.add_subplot(), title=title)
     fig.tight_layout()
@@ -440,7 +439,6 @@ def playground(model=None, # a MusicTransformer for `tok`, or a dict name -> mod
         have = list(m.cfg.field_vocab_sizes) if m.cfg.pooled else m.cfg.vocab_size
         if want != have: raise ValueError(f"model {name!r}: its vocabulary {have} does not match the tokenizer's {want}")
     if pieces is None:
-        from sage_paper.data import load_corpus
         pieces = load_corpus(corpus, composers=('bach',), max_per_composer=2, progress=False)
     scores = _as_scores(pieces)
     L = min(m.cfg.max_seq_len for m in models.values())
@@ -463,7 +461,6 @@ def playground(model=None, # a MusicTransformer for `tok`, or a dict name -> mod
         state['score'] = sc
         sound.outputs = ()  # the audio of an earlier score no longer applies
     def listen_(_=None):
-        from sage_paper.listen import audio
         try: sound.outputs = (); sound.append_display_data(audio(state['score'], max_seconds=max_audio_seconds))
         except Exception as e: info.value += f" (no audio: {html.escape(str(e))})"
     def show_prompt(_=None):

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .attention import AttentionConfig, CausalSelfAttention, KVCache, kv_cache_bytes_per_token
+from .core import check_ints, is_int
+from .attention import AttentionConfig, CausalSelfAttention, KVCache, kv_cache_bytes_per_token, rope_cos_sin
 
 # %% ../nbs/06_model.ipynb #41a74b14
 @dataclass
@@ -24,14 +25,13 @@ class ModelConfig(AttentionConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.d_ff is None: self.d_ff = 4 * self.d_model
-        if not isinstance(self.d_ff, int) or self.d_ff < 1: raise ValueError(f"d_ff={self.d_ff!r}: must be a positive int")
+        check_ints(self, positive=('d_ff',))
         if self.field_vocab_sizes is not None:
             fv = tuple(self.field_vocab_sizes)
-            if not fv or not all(isinstance(v, int) and v >= 1 for v in fv):
-                raise ValueError(f"field_vocab_sizes={self.field_vocab_sizes!r}: must be a non-empty tuple of positive ints")
-            self.field_vocab_sizes = fv
-        elif not isinstance(self.vocab_size, int) or self.vocab_size < 1:
-            raise ValueError(f"vocab_size={self.vocab_size!r}: must be a positive int")
+            if not fv or not all(is_int(v) and v >= 1 for v in fv):
+                raise ValueError(f"ModelConfig.field_vocab_sizes={self.field_vocab_sizes!r}: must be a non-empty tuple of positive ints")
+            self.field_vocab_sizes = tuple(int(v) for v in fv)
+        else: check_ints(self, positive=('vocab_size',))
 
     @property
     def pooled(self)->bool: return self.field_vocab_sizes is not None
@@ -55,12 +55,11 @@ class DecoderBlock(nn.Module):
         self.norm1, self.attn = nn.RMSNorm(cfg.d_model), CausalSelfAttention(cfg)
         self.norm2, self.mlp = nn.RMSNorm(cfg.d_model), MLP(cfg)
 
-    def forward(self, x, pos, attr=None, cache=None, layer_idx=None, mem_kv=None, return_kv=False):
-        a = self.attn(self.norm1(x), pos, attr, cache, layer_idx, mem_kv, return_kv)
-        a, kv = a if return_kv else (a, None)
+    def forward(self, x, pos, attr=None, cache=None, layer_idx=None, memory=None):
+        "(B, T, d) -> (B, T, d), and the attention's keys and values of this block (what a memory stores)."
+        a, kv = self.attn(self.norm1(x), pos, attr, cache, layer_idx, memory)
         x = x + a
-        x = x + self.mlp(self.norm2(x))
-        return (x, kv) if return_kv else x
+        return x + self.mlp(self.norm2(x)), kv
 
 # %% ../nbs/06_model.ipynb #e6e8f8c4
 class MusicTransformer(nn.Module):
@@ -91,6 +90,7 @@ class MusicTransformer(nn.Module):
         for blk in self.blocks:
             for w in (blk.attn.out.weight, blk.mlp.proj.weight): nn.init.normal_(w, std=0.02 / (2 * self.cfg.n_layer) ** 0.5)
             blk.attn.tie_attribute_projections()
+            if blk.attn.codec is not None: blk.attn.codec.reset_parameters()  # KV codes start as an orthogonal projection
 
 # %% ../nbs/06_model.ipynb #50483500
 from fastcore.basics import patch
@@ -143,7 +143,11 @@ def _check(self:MusicTransformer, tokens, attr, cache, mems):
         if (cache.k.shape[0], cache.k.shape[2], cache.k.shape[4]) != (cfg.n_layer, cfg.n_kv_head, cfg.head_dim):
             raise ValueError(f"cache has shape {tuple(cache.k.shape)}, expected (n_layer={cfg.n_layer}, B, n_kv_head={cfg.n_kv_head}, max_len, head_dim={cfg.head_dim})")
         cache.check(B, T)
-    if mems is not None and len(mems) != cfg.n_layer: raise ValueError(f"mems has {len(mems)} entries, expected n_layer={cfg.n_layer}")
+    if mems is not None:
+        if len(mems) != cfg.n_layer: raise ValueError(f"mems has {len(mems)} entries, expected n_layer={cfg.n_layer}")
+        for i, m in enumerate(mems):
+            if m is not None and (len(m) != 3 or m[2].shape[0] != B):
+                raise ValueError(f"mems[{i}] must be None or (k, v, pos) with pos (B={B}, M), got {len(m)} items")
     use_attr = attr is not None and cfg.attention == 'askvhs'  # the other kinds ignore attr
     if use_attr and tuple(attr.shape) != (B, T): raise ValueError(f"attr has shape {tuple(attr.shape)}, expected {(B, T)}")
     if not self.check_inputs or torch.compiler.is_compiling(): return
@@ -156,28 +160,51 @@ def _check(self:MusicTransformer, tokens, attr, cache, mems):
 
 # %% ../nbs/06_model.ipynb #36d4de24
 @patch
+def embed_tokens(self:MusicTransformer, tokens:torch.Tensor # (B, T) flat or (B, T, F) pooled ids
+                )->torch.Tensor: # (B, T, d)
+    "The input of the first block: token embeddings (pooled: the F field embeddings summed), then dropout."
+    if self.cfg.pooled: return self.drop(self.embed(tokens + self.field_offsets).sum(2))  # (B, T, F, d) -> (B, T, d)
+    return self.drop(self.embed(tokens))  # (B, T, d)
+
+@patch
+def logits(self:MusicTransformer, x:torch.Tensor # (B, T, d) output of the last block
+          ):
+    "Final norm and output head: (B, T, V), or F tensors (B, T, V_f) for pooled tokens."
+    lg = self.head(self.norm(x))  # (B, T, V) or (B, T, sum of V_f)
+    return list(lg.split(self.cfg.field_vocab_sizes, -1)) if self.cfg.pooled else lg
+
+@patch
+def run(self:MusicTransformer,
+        tokens:torch.Tensor, # (B, T) flat or (B, T, F) pooled ids, already checked
+        attr:torch.Tensor|None, # (B, T) attribute ids, or None
+        rope:tuple, # (cos, sin) rotary tables of the block's positions, (T, dh) or (B, T, dh) each
+        cache:KVCache|None=None, # KV cache to continue; advanced by T
+        mems:list|None=None, # per layer None or (k, v, pos): memory before the block
+       )->tuple: # (logits, per-layer keys and values of this block)
+    "The forward pass without input checks or defaults: embed, every block, advance the cache, the heads."
+    x, kvs = self.embed_tokens(tokens), []
+    for i, blk in enumerate(self.blocks):
+        x, kv = blk(x, rope, attr, cache, i, None if mems is None else mems[i])
+        kvs.append(kv)
+    if cache is not None: cache.advance(tokens.shape[1])
+    return self.logits(x), kvs
+
+@patch
 def forward(self:MusicTransformer,
             tokens:torch.Tensor, # (B, T) flat ids, or (B, T, F) pooled field ids
             attr:torch.Tensor|None=None, # (B, T) attribute ids; needed for AS-KVHS (pooled: None -> all 0)
             pos:torch.Tensor|None=None, # (T,) or (B, T) absolute positions; default arange(T) after the cache
             cache:KVCache|None=None, # KV cache to continue; advanced by T
             *,
-            mems:list|None=None, # per layer None or (k, v), each (B, G, M, dh): memory before the block
-            return_kv:bool=False, # also return the list of per-layer (k, v), each (B, G, T, dh), of this block
+            mems:list|None=None, # per layer None or (k, v, pos): memory before the block (see `CausalSelfAttention`)
+            return_kv:bool=False, # also return each layer's keys and values of this block, as a memory stores them
            ):
     "Logits (B, T, V), or for pooled tokens a list of F logits (B, T, V_f); with `return_kv`, also the block's keys/values."
     cfg = self.cfg
     self._check(tokens, attr, cache, mems)
     B, T = tokens.shape[:2]
     if pos is None: pos = torch.arange(T, device=tokens.device) + (cache.pos if cache is not None else 0)
+    if pos.shape[-1] != T: raise ValueError(f"pos has shape {tuple(pos.shape)}, expected ({T},) or ({B}, {T})")
     if attr is None and cfg.pooled and cfg.attention == 'askvhs': attr = tokens.new_zeros(B, T)
-    if cfg.pooled: x = self.embed(tokens + self.field_offsets).sum(2)  # (B, T, F, d) -> (B, T, d)
-    else: x = self.embed(tokens)  # (B, T, d)
-    x, kvs = self.drop(x), []
-    for i, blk in enumerate(self.blocks):
-        x = blk(x, pos, attr, cache, i, None if mems is None else mems[i], return_kv)
-        if return_kv: x, kv = x; kvs.append(kv)
-    if cache is not None: cache.advance(T)
-    logits = self.head(self.norm(x))  # (B, T, V) or (B, T, sum of V_f)
-    if cfg.pooled: logits = list(logits.split(cfg.field_vocab_sizes, -1))  # F x (B, T, V_f)
+    logits, kvs = self.run(tokens, attr, rope_cos_sin(pos, cfg.head_dim, cfg.rope_base), cache, mems)  # tables once, for all layers
     return (logits, kvs) if return_kv else logits

@@ -4,47 +4,40 @@
 
 # %% ../nbs/09_recurrence.ipynb #f3771ef2
 from __future__ import annotations
-import bisect, json, math, os, sys, time
-from dataclasses import dataclass, asdict
-from pathlib import Path
+import bisect
+from dataclasses import dataclass
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from fastcore.basics import patch
-from .attention import rope_cos_sin, apply_rope
+from .core import check_ints
 from .model import ModelConfig, MusicTransformer
-from .train import lm_loss, evaluate, PAD_ID
+from .train import lm_loss, evaluate
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'MemoryConfig', 'earliest_visible', 'receptive_field', 'memory_bytes', 'KVCodec', 'MemoryState',
-           'RecurrentLM', 'PieceStreams', 'StreamLoss', 'context_utilization', 'copy_task_pieces', 'dsmr_variant',
-           'StepClock', 'run_variant', 'main']
+__all__ = ['SCHEDULES', 'MemoryConfig', 'earliest_visible', 'receptive_field', 'memory_bytes', 'MemoryState', 'RecurrentLM',
+           'PieceStreams', 'StreamLoss', 'context_utilization', 'copy_task_pieces', 'dsmr_variant']
 
 # %% ../nbs/09_recurrence.ipynb #fb6dbea2
 SCHEDULES = ('full', 'two_scale', 'binary', 'ascending', 'descending', 'perceiver_ar', 'custom')  # see the prose above
 
 @dataclass
 class MemoryConfig:
-    "Per-layer memory horizons (a schedule) and how the memory is stored (full K/V or low-rank codes)."
+    "Per-layer memory horizons (a schedule); what each position stores is the model's (`kv_rank`, `n_kv_head`)."
     schedule:str='full' # one of SCHEDULES
     long:int=512 # long window W (positions)
     short:int=128 # two_scale: the short window w of the upper layers
     n_long:int=1 # two_scale: how many lower layers keep the long window
     layers:tuple=() # binary: the layers that keep the long window (the others keep none)
     horizons:tuple|None=None # custom: the horizon of every layer
-    kv_rank:int|None=None # None: store keys/values; r: store r-wide low-rank key and value codes per token and layer
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES: raise ValueError(f"schedule={self.schedule!r}: expected one of {SCHEDULES}")
-        for name in ('long', 'short', 'n_long'):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 0: raise ValueError(f"{name}={v!r}: must be an int >= 0")
+        check_ints(self, nonneg=('long', 'short', 'n_long'))
         self.layers = tuple(self.layers)
         if self.horizons is not None: self.horizons = tuple(self.horizons)
         if self.schedule == 'custom' and self.horizons is None: raise ValueError("horizons: schedule='custom' needs one horizon per layer")
-        if self.kv_rank is not None and (not isinstance(self.kv_rank, int) or self.kv_rank < 1):
-            raise ValueError(f"kv_rank={self.kv_rank!r}: must be None or a positive int")
 
     def horizons_for(self, n_layer:int # decoder layers L
                     )->tuple: # (L,) memory horizon m_l of each layer, in positions
@@ -65,7 +58,7 @@ class MemoryConfig:
         else:
             h = list(self.horizons)
             if len(h) != L: raise ValueError(f"horizons has {len(h)} entries, expected n_layer={L}")
-            if any(not isinstance(x, int) or x < 0 for x in h): raise ValueError(f"horizons={self.horizons}: must be ints >= 0")
+            check_ints({f"horizons[{i}]": x for i, x in enumerate(h)}, nonneg=[f"horizons[{i}]" for i in range(L)])
         return tuple(h)
 
 # %% ../nbs/09_recurrence.ipynb #52f31f53
@@ -95,35 +88,15 @@ def receptive_field(horizons, # (L,) memory horizon of each layer
     return pd.DataFrame(dict(layer=range(L), horizon=list(horizons), min_reach=last.min(1), max_reach=last.max(1)))
 
 # %% ../nbs/09_recurrence.ipynb #4412442c
-def memory_bytes(model_cfg:ModelConfig, # the decoder (uses n_layer, n_kv_head, head_dim)
-                 mem:MemoryConfig, # the schedule and the storage (kv_rank)
+def memory_bytes(model_cfg:ModelConfig, # the decoder (uses n_layer, n_kv_head, head_dim, kv_rank)
+                 mem:MemoryConfig, # the schedule
                  dtype:torch.dtype=torch.float32, # what the memory is stored in
                  batch:int=1, # streams
                 )->int: # bytes of the recurrent state once every layer's memory is full
     "Bytes of the recurrent state: sum over layers of horizon x (keys + values) per position x itemsize x streams."
-    width = mem.kv_rank if mem.kv_rank else model_cfg.n_kv_head * model_cfg.head_dim
+    width = model_cfg.kv_rank or model_cfg.n_kv_head * model_cfg.head_dim
     itemsize = torch.empty((), dtype=dtype).element_size()
     return batch * sum(mem.horizons_for(model_cfg.n_layer)) * 2 * width * itemsize
-
-# %% ../nbs/09_recurrence.ipynb #36f5a9cd
-class KVCodec(nn.Module):
-    "Rank-r bottleneck of one layer's keys and values (all KV heads together): store `x @ down`, read `code @ up`."
-    def __init__(self,
-                 width:int, # G * head_dim, the keys' (and values') width per token
-                 rank:int, # r <= width, the code width
-                ):
-        super().__init__()
-        if rank > width: raise ValueError(f"kv_rank={rank} exceeds the key width n_kv_head*head_dim={width}")
-        self.k_down, self.k_up = nn.Linear(width, rank, bias=False), nn.Linear(rank, width, bias=False)
-        self.v_down, self.v_up = nn.Linear(width, rank, bias=False), nn.Linear(rank, width, bias=False)
-        self.reset_parameters()
-
-    @torch.no_grad()
-    def reset_parameters(self):
-        "Start as an orthogonal projection onto a random r-dimensional subspace (up = down transposed)."
-        for down, up in ((self.k_down, self.k_up), (self.v_down, self.v_up)):
-            q, _ = torch.linalg.qr(torch.randn(down.in_features, down.out_features))  # (width, r), orthonormal columns
-            down.weight.copy_(q.T); up.weight.copy_(q)
 
 # %% ../nbs/09_recurrence.ipynb #1303c451
 @dataclass
@@ -154,15 +127,11 @@ class RecurrentLM(nn.Module):
     "A `MusicTransformer` run segment by segment with a Transformer-XL memory whose horizon is set per layer."
     def __init__(self,
                  model:MusicTransformer, # the decoder; segments must fit its max_seq_len
-                 mem:MemoryConfig, # schedule and storage of the memory
+                 mem:MemoryConfig, # the schedule of the memory
                 ):
         super().__init__()
-        c = model.cfg
         self.model, self.mem = model, mem
-        self.horizons = mem.horizons_for(c.n_layer)
-        self.codecs = None
-        if mem.kv_rank:
-            self.codecs = nn.ModuleList(KVCodec(c.n_kv_head * c.head_dim, mem.kv_rank) for _ in range(c.n_layer))
+        self.horizons = mem.horizons_for(model.cfg.n_layer)
 
     def empty_state(self,
                     batch:int, # streams
@@ -171,7 +140,7 @@ class RecurrentLM(nn.Module):
                    )->MemoryState:
         "A state with empty memories, every stream at position 0."
         c, p = self.model.cfg, self.model.embed.weight
-        shape = (batch, 0, self.mem.kv_rank) if self.codecs else (batch, c.n_kv_head, 0, c.head_dim)
+        shape = (batch, 0, c.kv_rank) if c.kv_rank else (batch, c.n_kv_head, 0, c.head_dim)
         mk = lambda: [torch.zeros(shape, device=device or p.device, dtype=dtype or p.dtype) for _ in range(c.n_layer)]
         return MemoryState(mk(), mk(), torch.zeros(batch, dtype=torch.long, device=device or p.device))
 
@@ -181,38 +150,6 @@ class RecurrentLM(nn.Module):
 
 # %% ../nbs/09_recurrence.ipynb #e12d17d3
 @patch
-def _attend(self:RecurrentLM, l:int, attn, h, pos, attr, mk, mv, mem_pos):
-    "Layer l's attention over [memory | block]; returns the output (B, T, d) and what this block adds to the memory."
-    c = self.model.cfg
-    B, T, _ = h.shape
-    H, G, dh = c.n_head, c.n_kv_head, c.head_dim
-    q, k, v = attn.project_qkv(h, attr)  # (B, T, H, dh), (B, T, G, dh) x2, before RoPE
-    cos, sin = rope_cos_sin(pos, dh, c.rope_base)  # (B, T, dh)
-    cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, dh)
-    if self.codecs is not None:
-        cd = self.codecs[l]
-        ck, cv = cd.k_down(k.reshape(B, T, G * dh)), cd.v_down(v.reshape(B, T, G * dh))  # (B, T, r) x2: what is stored
-        k, v = cd.k_up(ck).view(B, T, G, dh), cd.v_up(cv).view(B, T, G, dh)  # (B, T, r) -> (B, T, G, dh)
-    q = apply_rope(q.transpose(1, 2), cos, sin)  # (B, H, T, dh)
-    k, v = apply_rope(k.transpose(1, 2), cos, sin), v.transpose(1, 2)  # (B, G, T, dh) x2
-    store = (ck, cv) if self.codecs is not None else (k, v)
-    M, drop = mk.shape[-2], c.dropout if self.training else 0.0
-    if M == 0:
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop, enable_gqa=G < H)  # (B, H, T, dh)
-    else:
-        if self.codecs is not None:  # expand the codes and rotate them at their own positions
-            mc, ms = rope_cos_sin(mem_pos, dh, c.rope_base)  # (B, M, dh)
-            mk = apply_rope(cd.k_up(mk).view(B, M, G, dh).transpose(1, 2), mc[:, None], ms[:, None])  # (B, M, r) -> (B, G, M, dh)
-            mv = cd.v_up(mv).view(B, M, G, dh).transpose(1, 2)  # (B, M, r) -> (B, G, M, dh)
-        k, v = torch.cat([mk.to(k.dtype), k], 2), torch.cat([mv.to(v.dtype), v], 2)  # (B, G, M + T, dh) x2
-        causal = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()  # (T, T)
-        mask = torch.cat([(mem_pos >= 0)[:, None, :].expand(B, T, M), causal.expand(B, T, T)], 2)[:, None]  # (B, 1, T, M + T)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, enable_gqa=G < H)  # (B, H, T, dh)
-    y = attn.resid_drop(attn.out(y.transpose(1, 2).reshape(B, T, H * dh)))  # (B, T, H*dh) -> (B, T, d)
-    return y, store
-
-# %% ../nbs/09_recurrence.ipynb #5ea7d6e7
-@patch
 def forward(self:RecurrentLM,
             tokens:torch.Tensor, # (B, T) flat or (B, T, F) pooled ids of one segment per stream
             attr:torch.Tensor|None=None, # (B, T) attribute ids (AS-KVHS)
@@ -221,34 +158,26 @@ def forward(self:RecurrentLM,
             max_memory:int|None=None, # read at most this many most recent memory entries per layer (evaluation)
            ):
     "Logits of one segment per stream (as `MusicTransformer` returns them) and the next `MemoryState`."
-    m, c = self.model, self.model.cfg
-    m._check(tokens, attr, None, None)
     B, T = tokens.shape[:2]
-    if state is None or state.batch != B:
-        if state is not None and (reset is None or not bool(reset.all())):
-            raise ValueError(f"state holds {state.batch} streams but tokens {B}: the batch may change only when every stream resets")
-        state = self.empty_state(B, tokens.device)
+    every = reset is not None and bool(reset.all())  # every stream starts a piece: begin from an empty memory
+    if state is not None and state.batch != B and not every:
+        raise ValueError(f"state holds {state.batch} streams but tokens {B}: the batch may change only when every stream resets")
+    if state is None or every: state = self.empty_state(B, tokens.device)
     if max_memory is not None and max_memory < 0: raise ValueError(f"max_memory={max_memory}: must be >= 0 or None")
     pos0 = state.pos if reset is None else torch.where(reset.to(state.pos.device), 0, state.pos)  # (B,)
-    tmp = MemoryState(state.k, state.v, pos0)
+    mems = []
+    for l, (mk, mv) in enumerate(zip(state.k, state.v)):
+        M = mk.shape[-2]
+        n = M - min(M, M if max_memory is None else max_memory)  # the oldest entries a cap hides
+        mp = pos0[:, None] - M + torch.arange(n, M, device=pos0.device)  # (B, M - n) positions; < 0: an earlier piece
+        mems.append((mk[..., n:, :], mv[..., n:, :], mp) if M > n else None)
     pos = pos0[:, None] + torch.arange(T, device=tokens.device)  # (B, T)
-    if attr is None and c.pooled and c.attention == 'askvhs': attr = tokens.new_zeros(B, T)
-    x = m.embed(tokens + m.field_offsets).sum(2) if c.pooled else m.embed(tokens)  # (B, T, d)
-    x, new_k, new_v = m.drop(x), [], []
-    for l, blk in enumerate(m.blocks):
-        mk, mv, mp = state.k[l], state.v[l], tmp.memory_positions(l)  # mp: (B, M)
-        if max_memory is not None and mk.shape[-2] > max_memory:
-            n = mk.shape[-2] - max_memory
-            mk, mv, mp = mk[..., n:, :], mv[..., n:, :], mp[:, n:]
-        a, (sk, sv) = self._attend(l, blk.attn, blk.norm1(x), pos, attr, mk, mv, mp)
-        x = x + a
-        x = x + blk.mlp(blk.norm2(x))
-        h, ok, ov = self.horizons[l], state.k[l], state.v[l]
+    logits, kvs = self.model(tokens, attr, pos=pos, mems=mems, return_kv=True)
+    new_k, new_v = [], []
+    for h, ok, ov, (sk, sv) in zip(self.horizons, state.k, state.v, kvs):
         if h == 0: new_k.append(ok); new_v.append(ov); continue
         new_k.append(torch.cat([ok.to(sk.dtype), sk.detach()], -2)[..., -h:, :])  # the most recent h entries, in the dtype
         new_v.append(torch.cat([ov.to(sv.dtype), sv.detach()], -2)[..., -h:, :])  # the keys were computed in (bf16 under AMP)
-    logits = m.head(m.norm(x))  # (B, T, V) or (B, T, sum of V_f)
-    if c.pooled: logits = list(logits.split(c.field_vocab_sizes, -1))  # F x (B, T, V_f)
     return logits, MemoryState(new_k, new_v, pos0 + T)
 
 # %% ../nbs/09_recurrence.ipynb #f614b62b
@@ -326,13 +255,14 @@ class StreamLoss:
     "Stateful loss for `Trainer`: runs a `RecurrentLM` on consecutive segments, carrying the detached memory."
     def __init__(self, max_memory:int|None=None, # cap the memory every layer may read (context utilization)
                 ):
-        self.max_memory, self.state = max_memory, None
+        self.max_memory, self.state, self.max_nbytes = max_memory, None, 0  # max_nbytes: the largest state seen (bytes, all streams)
 
     def __call__(self, model, # a RecurrentLM (or its DDP/compiled wrapper)
                  batch:dict, # from PieceStreams: tokens (B, T+1[, F]), reset (B,), attr optional
                 ):
         def forward(inp, attr=None):
             logits, self.state = model(inp, attr, state=self.state, reset=batch.get('reset'), max_memory=self.max_memory)
+            self.max_nbytes = max(self.max_nbytes, self.state.nbytes)
             return logits
         return lm_loss(forward, batch)
 
@@ -347,7 +277,6 @@ def context_utilization(rlm:RecurrentLM, # a trained recurrent model
                         amp:str='off', # autocast precision on CUDA ('bf16', 'fp16' or 'off')
                        ):
     "Mean NLL with every layer's memory capped at d, and its increase over the uncapped model, per distance."
-    import pandas as pd
     batches = list(batches)
     base = evaluate(rlm, batches, StreamLoss(), max_batches=max_batches, amp=amp)['mean_nll']
     rows = [dict(distance=int(d), mean_nll=evaluate(rlm, batches, StreamLoss(int(d)), max_batches=max_batches, amp=amp)['mean_nll'])
@@ -392,91 +321,7 @@ def dsmr_variant(name:str, # full | two_scale | selective | ascending | descendi
     if name in ('full', 'ascending', 'descending', 'perceiver_ar'): return mha, MemoryConfig(name, W)
     if name in ('fhcr_lowrank', 'fhcr_gqa', 'fhcr_askvhs'):
         if n_head % compress or d_model % compress: raise ValueError(f"compress={compress} must divide n_head={n_head} and d_model={d_model}")
-        if name == 'fhcr_lowrank': return mha, MemoryConfig('full', W, kv_rank=d_model // compress)
+        if name == 'fhcr_lowrank': return dict(attention='mha', kv_rank=d_model // compress), MemoryConfig('full', W)
         kind = name.split('_')[1]
         return dict(attention=kind, n_kv_head=n_head // compress), MemoryConfig('full', W)
     raise ValueError(f"variant {name!r}: unknown")
-
-# %% ../nbs/09_recurrence.ipynb #32eca79b
-def _proc_status_mb(field:str)->float:
-    "A memory field of /proc/self/status (VmRSS, VmHWM) in MB, or nan where there is no /proc."
-    try:
-        for line in Path('/proc/self/status').read_text().splitlines():
-            if line.startswith(field + ':'): return int(line.split()[1]) / 1024  # kB -> MB
-    except (OSError, ValueError): pass
-    return float('nan')
-
-def _reset_peak_rss()->bool:
-    "Reset this process's peak-RSS mark (VmHWM) to its current RSS (Linux clear_refs); False where impossible."
-    try: Path('/proc/self/clear_refs').write_text('5'); return True
-    except OSError: return False
-
-class StepClock:
-    "Trainer callback: wall and CPU time of every optimizer step, leaving out the steps that ended in an evaluation."
-    def __init__(self): self.wall, self.cpu, self._last = [], [], None
-    def after_step(self, tr):
-        if tr.device.type == 'cuda': torch.cuda.synchronize(tr.device)  # time the step, not the launch queue
-        now = (time.perf_counter(), time.process_time())
-        ev = tr.cfg.eval_every and tr.val_batches is not None and (tr.step - 1) % tr.cfg.eval_every == 0 and tr.step > 1
-        if self._last is not None and not ev:  # the interval after an evaluation step contains the evaluation
-            self.wall.append(now[0] - self._last[0]); self.cpu.append(now[1] - self._last[1])
-        self._last = now
-    def throughput(self, tokens_per_step:int)->tuple:
-        "(tokens per wall second, tokens per CPU second): the median step, after the first few (warm-up)."
-        w, c = self.wall[3:] or self.wall, self.cpu[3:] or self.cpu
-        if not w: return float('nan'), float('nan')
-        return tokens_per_step / float(np.median(w)), tokens_per_step / max(float(np.median(c)), 1e-9)
-
-def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, batch, val_batch, seg_len, distances, ...
-               )->dict: # metrics, history and context-utilization rows
-    "Train one recurrent variant on streamed pieces, evaluate it, measure peak memory and throughput."
-    from sage_paper.train import Trainer, TrainConfig, seed_everything, resolve_amp, resolve_device
-    torch.set_num_threads(spec.get('threads', 1))
-    data = torch.load(spec['data'], weights_only=False)
-    tcfg = TrainConfig(**spec['train'])
-    seed_everything(tcfg.seed)
-    mcfg, mem = ModelConfig(**spec['model']), MemoryConfig(**spec['memory'])
-    rlm = RecurrentLM(MusicTransformer(mcfg), mem)
-    attr = data.get('attr_table') if mcfg.attention == 'askvhs' else None
-    T = spec['seg_len']
-    train = PieceStreams(data['train'], spec['batch'], T, attr, seed=tcfg.seed)
-    val = list(PieceStreams(data['valid'], spec['val_batch'], T, attr, shuffle=False, loop=False, max_len=spec.get('val_max_len')))
-    clock = StepClock()
-    trainer = Trainer(rlm, train.batch_at, tcfg, loss_fn=StreamLoss(), val_batches=val, eval_loss_fn=StreamLoss(), callbacks=[clock])
-    dev = trainer.device
-    if dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev)
-    peak_before, rss0 = _proc_status_mb('VmHWM'), _proc_status_mb('VmRSS')
-    reset_ok = _reset_peak_rss()
-    t0 = time.perf_counter()
-    hist = trainer.fit()
-    wall = time.perf_counter() - t0
-    if dev.type == 'cuda': peak, delta = torch.cuda.max_memory_allocated(dev) / 2**20, float('nan')
-    else:  # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child would report its parent's peak
-        hwm = _proc_status_mb('VmHWM')
-        peak, delta = max(peak_before, hwm), (hwm - rss0 if reset_ok else float('nan'))
-    rows = [r for r in hist if r['val_loss'] is not None]
-    if dev.type == 'cuda': torch.cuda.synchronize(dev)
-    tps, tps_cpu = clock.throughput(spec['batch'] * T)
-    amp = resolve_amp(tcfg.amp, dev)
-    cu = context_utilization(rlm, val, spec['distances'], amp=amp)
-    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(amp, torch.float32)
-    state = trainer.loss_fn.state
-    return dict(name=spec['name'], horizons='/'.join(map(str, rlm.horizons)), budget=sum(rlm.horizons),
-                kv_rank=mem.kv_rank, attention=mcfg.attention, n_kv_head=mcfg.n_kv_head,
-                memory_bytes=rlm.memory_bytes(dtype), state_bytes_measured=state.nbytes // state.batch if state else 0,
-                best_val_loss=min(r['val_loss'] for r in rows), best_val_ppl=math.exp(min(r['val_loss'] for r in rows)),
-                final_train_loss=hist[-1]['train_loss'], peak_mem_mb=peak, peak_mem_delta_mb=delta,
-                tokens_per_s=tps, tokens_per_cpu_s=tps_cpu if dev.type == 'cpu' else float('nan'), train_s=wall, params=sum(p.numel() for p in rlm.parameters()),
-                device=str(dev), amp=amp, history=hist, utilization=cu.to_dict('records'))
-
-# %% ../nbs/09_recurrence.ipynb #38367bd6
-def main(argv=None):
-    "python -m sage_paper.recurrence SPEC.json OUT.json: train one variant in this (fresh) process."
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2: raise SystemExit("usage: python -m sage_paper.recurrence SPEC.json OUT.json")
-    spec = json.loads(Path(argv[0]).read_text())
-    Path(argv[1]).write_text(json.dumps(run_variant(spec), default=float))
-
-# %% ../nbs/09_recurrence.ipynb #24a0bd52
-#| eval: false
-if __name__ == "__main__" and "ipykernel" not in sys.modules: main()   # not when run in Jupyter

@@ -16,7 +16,9 @@ __all__ = ['CPU_PIECES', 'PROFILES', 'profile_params', 'default_out_dir', 'exper
 # %% ../nbs/13_reproduce.ipynb #1652300a
 CPU_PIECES = 60   # works per composer in the cpu profile: ~250 pieces, a ~3-minute corpus build on 2 cores
 
-_DECODE_MODEL = dict(d_model=512, n_layer=6, n_head=8, vocab_size=600, prompt_len=16)  # the issue's default decoding model
+_DECODE_MODEL = dict(d_model=512, n_layer=6, n_head=8, vocab_size=600, prompt_len=16)  # the benchmark model (MMT's size)
+_DSMR_VARIANTS = ["full", "two_scale", "selective", "ascending", "descending", "perceiver_ar", "none",
+                  "fhcr_lowrank", "fhcr_gqa", "fhcr_askvhs"]
 
 PROFILES = {
     "smoke": {   # the notebooks' own defaults are smoke-sized: a few works per composer, toy models
@@ -30,9 +32,10 @@ PROFILES = {
                               notes_per_seq=64, d_model=64, n_layer=2, n_head=4, lr=3e-3, max_eval_notes=8000, n_prompts=8),
         "e03_askvhs": dict(max_per_composer=CPU_PIECES, **_DECODE_MODEL, new_tokens=256, batches=[1, 64],
                            modes=["ours_eager", "model_forward", "hf_generate_dynamic", "hf_generate_static"], repeats=1, threads=1,
-                           q_d_model=128, q_n_layer=4, q_n_head=8, seq_len=256, batch_size=8, steps=100, lr=1e-3,
-                           warmup_steps=10, nmsi_pieces=4),
-        "e04_dsmr": dict(m21_max_per_composer=CPU_PIECES, m21_min_notes=1000, m21_variants=["full", "two_scale", "fhcr_lowrank"],
+                           q_d_model=128, q_n_layer=4, q_n_head=8, notes_per_seq=72, batch_size=8, steps=100, lr=1e-3,
+                           warmup_steps=10, max_eval_notes=8000, nmsi_pieces=4),
+        "e04_dsmr": dict(variants=_DSMR_VARIANTS, repeat=["full", "two_scale"], repeat_seeds=[1], m21=True,
+                         m21_max_per_composer=CPU_PIECES, m21_min_notes=1000, m21_variants=["full", "two_scale", "fhcr_lowrank"],
                          sweep=[[0], [3], [0, 1], [2, 3]], seg_len=64, long=192, short=64, n_long=1, n_layer=4, n_head=4,
                          d_model=64, batch=8, val_batch=1, val_max_len=None, steps=450, lr=3e-3, warmup=45, eval_every=0),
     },
@@ -44,9 +47,9 @@ PROFILES = {
                               n_jobs=None),
         "e03_askvhs": dict(max_per_composer=None, **_DECODE_MODEL, new_tokens=256, batches=[1, 64], dtype="bfloat16",
                            modes=["ours_eager", "model_forward", "cuda_graph", "hf_generate_dynamic"], hf_variants=["MHA"],
-                           repeats=2, q_d_model=256, q_n_layer=4, q_n_head=8, seq_len=256, batch_size=32, steps=300, lr=1e-3,
-                           warmup_steps=30, nmsi_pieces=4),
-        "e04_dsmr": dict(m21=False, sweep=[[0], [5], [0, 1, 2], [3, 4, 5]], seg_len=256, long=1024, short=256, n_long=2,
+                           repeats=2, q_d_model=256, q_n_layer=4, q_n_head=8, notes_per_seq=72, batch_size=32, steps=300, lr=1e-3,
+                           warmup_steps=30, max_eval_notes=20000, nmsi_pieces=4),
+        "e04_dsmr": dict(variants=_DSMR_VARIANTS, m21=False, sweep=[[0], [5], [0, 1, 2], [3, 4, 5]], seg_len=256, long=1024, short=256, n_long=2,
                          n_layer=6, n_head=8, d_model=256, batch=16, val_batch=1, val_max_len=8192, steps=300, lr=1e-3,
                          warmup=30, eval_every=0, repeat=[], threads=4),
     },

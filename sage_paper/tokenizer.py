@@ -8,11 +8,14 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
 import pandas as pd
+import torch
+from .data import read_midi, MidiError, map_pieces
 
 # %% auto #0
-__all__ = ['TOKENIZER_KINDS', 'POOLED_KINDS', 'ATTRIBUTES', 'ATTR_ID', 'ATTR_COLORS', 'TokenizerSpec', 'spec_for', 'merge_tracks',
-           'encode', 'decode', 'note_tuples', 'round_trip_errors', 'base_attribute', 'token_parts', 'attribute_types',
-           'plot_tokens', 'tokens_per_note']
+__all__ = ['TOKENIZER_KINDS', 'POOLED_KINDS', 'ATTRIBUTES', 'ATTR_ID', 'ATTR_COLORS', 'SPECIAL_TYPES', 'TokenizerSpec',
+           'spec_for', 'merge_tracks', 'encode', 'decode', 'note_tuples', 'round_trip_errors', 'base_attribute',
+           'token_parts', 'attribute_types', 'plot_tokens', 'tokens_per_note', 'TokenGrammar', 'CPWordGrammar',
+           'OctupleGrammar', 'grammar_for']
 
 # %% ../nbs/02_tokenizer.ipynb #132d0c22
 TOKENIZER_KINDS = ("REMI", "TSD", "CPWord", "Octuple")
@@ -169,7 +172,6 @@ def tokens_per_note(tok, # a MidiTok tokenizer
                     n_jobs:int|None=1, # worker processes (`data.map_pieces`); None: all cores
                    ) -> pd.DataFrame:
     "Tokens, notes and tokens per note for every piece of `manifest`."
-    from sage_paper.data import read_midi, MidiError, map_pieces
     def one(r):
         row = dict(piece_id=r["piece_id"], split=r.get("split", ""), tokens=0, notes=0, error="")
         try:
@@ -182,3 +184,216 @@ def tokens_per_note(tok, # a MidiTok tokenizer
     df = pd.DataFrame(rows, columns=["piece_id", "split", "tokens", "notes", "error"])
     df["tokens_per_note"] = df.tokens / df.notes.where(df.notes > 0)
     return df
+
+# %% ../nbs/02_tokenizer.ipynb #839492b7
+SPECIAL_TYPES = ('PAD', 'BOS', 'EOS', 'MASK', 'SOS')  # MidiTok special token types: never generated
+_DRUM, _START, _KEEP = 'Program(drum)', 'START', -2  # extra grammar states; "time unchanged"
+
+def _state_of(token:str)->str:
+    "Grammar state after a base token: its type, with the drum program apart."
+    typ, _, val = token.partition('_')
+    return _DRUM if typ == 'Program' and val == '-1' else typ
+
+def _scan_positions(parts:list)->tuple:
+    "(first Position before any Bar or -1, the bar position after the token: value, -1 after a Bar, or _KEEP)."
+    first, cur, started = -1, _KEEP, False
+    for t in parts:
+        typ, _, val = t.partition('_')
+        if typ == 'Bar': cur, started = -1, True
+        elif typ == 'Position':
+            if not started: first, started = int(val), True
+            cur = int(val)
+    return first, cur
+
+# %% ../nbs/02_tokenizer.ipynb #c32f3494
+class TokenGrammar:
+    "Per-step logit masks that keep a flat MidiTok token stream (REMI, TSD; programs; BPE) syntactically valid."
+    def __init__(self, tok): # a flat MidiTok tokenizer, trained with BPE or not
+        if tok.is_multi_voc: raise ValueError(f"{type(tok).__name__} is pooled: use grammar_for(tok)")
+        graph = {k: {t.split('_')[0] for t in v} - set(SPECIAL_TYPES)
+                 for k, v in tok.tokens_types_graph.items() if k not in SPECIAL_TYPES}
+        if 'Program' in graph:  # the drum program takes PitchDrum, every other program Pitch
+            graph[_DRUM] = graph['Program'] - {'Pitch', 'PitchIntervalTime', 'PitchIntervalChord'}
+            graph['Program'] = graph['Program'] - {'PitchDrum'}
+        else: graph = {k: v - {'PitchDrum'} for k, v in graph.items()}
+        graph[_START] = {'Bar'} if 'Bar' in graph else set(graph.get('Duration', graph))
+        self.states = sorted(graph)
+        sid = {s: i for i, s in enumerate(self.states)}
+        parts = token_parts(tok)  # base tokens of every id
+        enter = [p[0].split('_')[0] if p else 'PAD' for p in parts]  # type of the first base token
+        special = [e in SPECIAL_TYPES for e in enter]
+        allowed = torch.tensor([[not sp and e in graph[s] for e, sp in zip(enter, special)] for s in self.states])  # (S, V)
+        unknown = {_state_of(p[-1]) for p, sp in zip(parts, special) if not sp} - set(sid)
+        if unknown: raise ValueError(f"token types {sorted(unknown)} are not in the tokenizer's type graph")
+        self.allowed = allowed
+        self.exit = torch.tensor([sid[_state_of(p[-1])] if not sp else sid[_START] for p, sp in zip(parts, special)])  # (V,)
+        fp, pa = zip(*[_scan_positions(p) for p in parts])
+        self.first_pos, self.pos_after = torch.tensor(fp), torch.tensor(pa)  # (V,) each
+        self.start_state, self.vocab_size = sid[_START], len(parts)
+
+    def to(self, device):
+        "Move the tables to `device`; returns self."
+        for k in ('allowed', 'exit', 'first_pos', 'pos_after'): setattr(self, k, getattr(self, k).to(device))
+        return self
+
+    def start(self,
+              prompt:torch.Tensor|None, # (B, T) token ids already written, or None
+              batch:int=1, # sequences, when there is no prompt
+             )->tuple: # (state (B,), position in the bar (B,))
+        "Grammar state after `prompt` (vectorized over time)."
+        dev = self.allowed.device
+        if prompt is None or prompt.shape[1] == 0:
+            return torch.full((batch,), self.start_state, device=dev), torch.full((batch,), -1, device=dev)
+        prompt = prompt.to(dev)
+        pa = self.pos_after[prompt]  # (B, T)
+        t = torch.where(pa != _KEEP, torch.arange(pa.shape[1], device=dev), -1).amax(1)  # (B,) last token that set the time
+        pos = torch.where(t >= 0, pa.gather(1, t.clamp(min=0)[:, None])[:, 0], -1)
+        return self.exit[prompt[:, -1]], pos
+
+    def mask(self, state:tuple)->torch.Tensor: # (B, V) True = may come next
+        "Which tokens may come next in each sequence."
+        s, pos = state
+        fp = self.first_pos[None]  # (1, V)
+        return self.allowed[s] & ((fp < 0) | (fp > pos[:, None]))
+
+    def advance(self, state:tuple, tok:torch.Tensor)->tuple:
+        "State after appending `tok` (B,)."
+        pa = self.pos_after[tok]  # (B,)
+        return self.exit[tok], torch.where(pa == _KEEP, state[1], pa)
+
+# %% ../nbs/02_tokenizer.ipynb #9dbd4555
+def _field_tables(tok)->list:
+    "For each field of a pooled tokenizer: its token strings in id order."
+    return [[t for t, _ in sorted(v.items(), key=lambda kv: kv[1])] for v in tok.vocab]
+
+def _flags(names:list, pred)->torch.Tensor: return torch.tensor([bool(pred(n)) for n in names])
+def _value(names:list, typ:str)->torch.Tensor:
+    "(V,) the integer value of tokens `typ_<int>`, -1 for the others."
+    return torch.tensor([int(n.split('_')[1]) if n.split('_')[0] == typ else -1 for n in names])
+def _is_special(n:str)->bool: return n.split('_')[0] in SPECIAL_TYPES
+
+class _PooledGrammar:
+    "Shared plumbing of the pooled grammars: device moves and the drum/pitch rule."
+    def to(self, device):
+        "Move the tables to `device`; returns self."
+        for k, v in vars(self).items():
+            if isinstance(v, torch.Tensor): setattr(self, k, v.to(device))
+        return self
+
+    def _pitch_tables(self, names_pitch:list, names_prog:list|None):
+        self.is_pitch = _flags(names_pitch, lambda n: n.split('_')[0] == 'Pitch')
+        drums = _flags(names_pitch, lambda n: n.split('_')[0] == 'PitchDrum')
+        self.is_pitchdrum = drums if drums.any() else self.is_pitch  # without PitchDrum tokens drums use Pitch
+        self.is_drum_prog = _flags(names_prog, lambda n: n == 'Program_-1') if names_prog else None
+
+    def _pitch_mask(self, tok:torch.Tensor)->torch.Tensor: # (B, V_pitch)
+        if self.prog is None: return self.is_pitch[None].expand(tok.shape[0], -1)
+        drum = self.is_drum_prog[tok[:, self.prog]]  # (B,)
+        return torch.where(drum[:, None], self.is_pitchdrum[None], self.is_pitch[None])
+
+    def start(self, prompt:torch.Tensor|None, batch:int=1)->tuple:
+        "Grammar state after `prompt` (B, T, F) (a loop over its steps)."
+        B = batch if prompt is None else prompt.shape[0]
+        st = self.initial(B)
+        if prompt is not None:
+            for t in range(prompt.shape[1]): st = self.advance(st, prompt[:, t].to(st[0].device))
+        return st
+
+# %% ../nbs/02_tokenizer.ipynb #891d1b1f
+class CPWordGrammar(_PooledGrammar):
+    "Per-field masks that keep CPWord compound tokens valid (families, bar/position order, notes, drums)."
+    START, BAR, POS, NOTE = range(4)  # states: what the previous step was
+    def __init__(self, tok): # a MidiTok CPWord tokenizer
+        c = tok.config
+        extra = [k for k in ('use_chords', 'use_rests', 'use_tempos', 'use_time_signatures', 'use_sustain_pedals', 'use_pitch_bends')
+                 if getattr(c, k, False)]
+        if extra: raise ValueError(f"CPWordGrammar does not support tokenizers with {extra}")
+        vt, names = tok.vocab_types_idx, _field_tables(tok)
+        self.fam, self.bp, self.pitch, self.prog = vt['Family'], vt['Position'], vt['Pitch'], vt.get('Program')
+        self.n_fields = len(names)
+        self.other = [f for f in range(self.n_fields) if f not in (self.fam, self.bp, self.pitch, self.prog)]
+        self.field_order = [self.fam, self.bp] + ([self.prog] if self.prog is not None else []) + [self.pitch] + self.other
+        self.is_metric, self.is_note = (_flags(names[self.fam], lambda n, s=s: n == s) for s in ('Family_Metric', 'Family_Note'))
+        self.is_bar, self.pos_val = _flags(names[self.bp], lambda n: n.startswith('Bar')), _value(names[self.bp], 'Position')
+        self.ignore = [_flags(nf, lambda n: n == 'Ignore_None') for nf in names]  # per field (V_f,)
+        self.valid = [_flags(nf, lambda n: not _is_special(n) and n != 'Ignore_None') for nf in names]
+        self._pitch_tables(names[self.pitch], names[self.prog] if self.prog is not None else None)
+        self.is_pitch, self.is_pitchdrum = self.is_pitch & self.valid[self.pitch], self.is_pitchdrum & self.valid[self.pitch]
+
+    def to(self, device):
+        super().to(device)
+        self.ignore, self.valid = [t.to(device) for t in self.ignore], [t.to(device) for t in self.valid]
+        return self
+
+    def initial(self, B:int)->tuple:
+        "The state before any token: (previous kind (B,), position in the bar (B,))."
+        return (torch.full((B,), self.START, device=self.is_bar.device), torch.full((B,), -1, device=self.is_bar.device))
+
+    def field_mask(self,
+                   state:tuple, # from `start` / `advance`
+                   f:int, # the field being drawn
+                   tok:torch.Tensor, # (B, F) the fields drawn so far this step (the others are ignored)
+                  )->torch.Tensor: # (B, V_f) True = allowed
+        "Which values field `f` may take, given the state and the fields drawn before it."
+        prev, pos = state
+        if f == self.fam:
+            metric, note = prev != self.POS, (prev == self.POS) | (prev == self.NOTE)  # (B,) each
+            return (self.is_metric[None] & metric[:, None]) | (self.is_note[None] & note[:, None])
+        note = self.is_note[tok[:, self.fam]][:, None]  # (B, 1)
+        if f == self.bp:
+            metric = self.is_bar[None] | ((self.pos_val[None] > pos[:, None]) & (prev != self.START)[:, None])
+            return torch.where(note, self.ignore[f][None], metric)
+        if f == self.pitch: return torch.where(note, self._pitch_mask(tok), self.ignore[f][None])
+        return torch.where(note, self.valid[f][None], self.ignore[f][None])
+
+    def advance(self, state:tuple, tok:torch.Tensor)->tuple:
+        "State after the compound token `tok` (B, F)."
+        prev, pos = state
+        note, b = self.is_note[tok[:, self.fam]], tok[:, self.bp]  # (B,) each
+        bar = self.is_bar[b]
+        kind = torch.where(note, self.NOTE, torch.where(bar, self.BAR, self.POS))
+        return kind, torch.where(note, pos, torch.where(bar, -1, self.pos_val[b]))
+
+# %% ../nbs/02_tokenizer.ipynb #e645eec0
+class OctupleGrammar(_PooledGrammar):
+    "Per-field masks that keep Octuple tokens valid: no special values, time never goes back, drums."
+    def __init__(self, tok): # a MidiTok Octuple tokenizer
+        vt, names = tok.vocab_types_idx, _field_tables(tok)
+        self.bar, self.pos, self.pitch, self.prog = vt['Bar'], vt['Position'], vt['Pitch'], vt.get('Program')
+        self.n_fields = len(names)
+        first = [self.bar, self.pos] + ([self.prog] if self.prog is not None else []) + [self.pitch]
+        self.field_order = first + [f for f in range(self.n_fields) if f not in first]
+        self.valid = [_flags(nf, lambda n: not _is_special(n)) for nf in names]
+        self.bar_val, self.pos_val = _value(names[self.bar], 'Bar'), _value(names[self.pos], 'Position')
+        self._pitch_tables(names[self.pitch], names[self.prog] if self.prog is not None else None)
+
+    def to(self, device):
+        super().to(device)
+        self.valid = [t.to(device) for t in self.valid]
+        return self
+
+    def initial(self, B:int)->tuple:
+        "The state before any token: (current bar (B,), current position (B,))."
+        return (torch.full((B,), -1, device=self.bar_val.device), torch.full((B,), -1, device=self.bar_val.device))
+
+    def field_mask(self, state:tuple, f:int, tok:torch.Tensor)->torch.Tensor: # (B, V_f) True = allowed
+        "Which values field `f` may take, given the state and the fields drawn before it (see `CPWordGrammar`)."
+        bar, pos = state
+        if f == self.bar: return self.valid[f][None] & (self.bar_val[None] >= bar[:, None])
+        if f == self.pos:
+            later = (self.bar_val[tok[:, self.bar]] > bar)[:, None]  # (B, 1) a new bar
+            return self.valid[f][None] & (later | (self.pos_val[None] >= pos[:, None]))
+        if f == self.pitch: return self._pitch_mask(tok) & self.valid[f][None]
+        return self.valid[f][None].expand(tok.shape[0], -1)
+
+    def advance(self, state:tuple, tok:torch.Tensor)->tuple:
+        "State after the note `tok` (B, F)."
+        return self.bar_val[tok[:, self.bar]], self.pos_val[tok[:, self.pos]]
+
+# %% ../nbs/02_tokenizer.ipynb #b7350fdd
+def grammar_for(tok): # a MidiTok tokenizer
+    "The decoding-mask grammar of a tokenizer: `TokenGrammar` (flat), `CPWordGrammar` or `OctupleGrammar`."
+    if not tok.is_multi_voc: return TokenGrammar(tok)
+    kinds = {'CPWord': CPWordGrammar, 'Octuple': OctupleGrammar}
+    if type(tok).__name__ not in kinds: raise ValueError(f"no grammar for the pooled tokenizer {type(tok).__name__}; have {list(kinds)}")
+    return kinds[type(tok).__name__](tok)

@@ -194,22 +194,23 @@ PAD_ID = 0  # miditok's PAD
 def lm_loss(model: nn.Module,  # follows the decoder contract: model(tokens, attr=None)
             batch: dict,  # {'tokens': (B, T) or (B, T, F), 'attr': (B, T) optional}
             pad_id: int = PAD_ID,  # target id that is ignored
+            per_sequence: bool = False,  # return one sum per sequence, (B,) each, instead of batch totals
            ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Summed next-token cross-entropy in nats (pads ignored) and the number of predicted tokens."
+    "Summed next-token cross-entropy in nats (pads ignored; pooled: all fields) and the number of predicted tokens."
     batch = as_batch(batch)
     tokens, attr = batch['tokens'], batch.get('attr')
     inp, tgt = tokens[:, :-1], tokens[:, 1:]  # (B, T-1[, F]) each
     out = model(inp) if attr is None else model(inp, attr=attr[:, :-1])
     if tokens.ndim == 2:
         if not isinstance(out, torch.Tensor): raise ValueError("flat tokens (B, T) need a logits tensor (B, T, V) from the model")
-        nll = F.cross_entropy(out.flatten(0, 1).float(), tgt.flatten(), ignore_index=pad_id, reduction='sum')  # (B*(T-1), V)
-        return nll, (tgt != pad_id).sum()
-    if tokens.ndim != 3: raise ValueError(f"tokens must be (B, T) or (B, T, F), got shape {tuple(tokens.shape)}")
-    if not isinstance(out, (list, tuple)) or len(out) != tokens.shape[-1]:
+        out, tgt = [out], tgt[..., None]  # one field: (B, T-1, 1)
+    elif tokens.ndim != 3: raise ValueError(f"tokens must be (B, T) or (B, T, F), got shape {tuple(tokens.shape)}")
+    elif not isinstance(out, (list, tuple)) or len(out) != tokens.shape[-1]:
         raise ValueError(f"pooled tokens with F={tokens.shape[-1]} fields need a list of {tokens.shape[-1]} logit tensors from the model")
-    nll = sum(F.cross_entropy(lg.flatten(0, 1).float(), tgt[..., f].flatten(), ignore_index=pad_id, reduction='sum')  # (B*(T-1), V_f)
-              for f, lg in enumerate(out))
-    return nll, (tgt != pad_id).any(-1).sum()
+    nll = sum(F.cross_entropy(lg.transpose(1, 2).float(), tgt[..., f], ignore_index=pad_id, reduction='none')  # (B, V_f, T-1) -> (B, T-1)
+              for f, lg in enumerate(out)).sum(1)  # (B,) nats per sequence
+    n = (tgt != pad_id).any(-1).sum(1)  # (B,) predicted tokens per sequence
+    return (nll, n) if per_sequence else (nll.sum(), n.sum())
 
 # %% ../nbs/07_train.ipynb #351f454a
 def resolve_device(pref: str = 'auto',  # TrainConfig.device

@@ -8,6 +8,19 @@ from sage_paper.data import build_music21_corpus, embedded_dir
 
 
 @pytest.fixture(scope="session")
+def perturbed():
+    "perturbed(cfg, seed=0, scale=0.05): a MusicTransformer moved off its initialization (unties AS-KVHS projections), in eval mode."
+    from sage_paper.model import MusicTransformer
+    def make(cfg, seed=0, scale=0.05):
+        torch.manual_seed(seed)
+        m = MusicTransformer(cfg).eval()
+        with torch.no_grad():
+            for p in m.parameters(): p.add_(scale * torch.randn_like(p))
+        return m
+    return make
+
+
+@pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory):
     "Three works each of Bach, Haydn and Palestrina (MusicXML and Humdrum sources), both views."
     out = tmp_path_factory.mktemp("music21")

@@ -1,16 +1,13 @@
-"BPE study: per-bar words, training and caching, encoding, merge statistics, the fixed-notes model budget, continuations."
+"BPE: per-bar words, training and caching, encoding, merge statistics and compression on real pieces (the model's half is in test_evaluate / test_bpe_study)."
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from sage_paper.bpe import (BPEStudyConfig, LMConfig, bar_words, bpe_cache_path, bpe_study, compression_stats,
-                            continuation_nmsi, continuation_notes, encode_view, encode_words, eval_windows, heldout_subset,
-                            load_tokenizer, merge_table, prompt_and_reference, seq_len_for, train_batches, train_bpe,
-                            train_lm, view_words)
+from sage_paper.bpe import (bar_words, bpe_cache_path, compression_stats, encode_view, encode_words, load_tokenizer, merge_table,
+                            train_bpe, view_words)
 from sage_paper.data import embedded_piano, read_midi
 from sage_paper.tokenizer import decode, encode, round_trip_errors, spec_for, tokens_per_note
 
@@ -128,99 +125,5 @@ def test_error_paths(views):
     assert "/no/such/piece.mid" in bad.error[0] and bad.words[0] == []
     with pytest.raises(ValueError, match="Octuple is pooled"): bar_words(spec_for("music21-multitrack", "Octuple").build(), read_midi(man.path[0]))
     with pytest.raises(ValueError, match="need train and held-out"): compression_stats(spec.build(), words[words.split == "train"])
-    with pytest.raises(ValueError, match="LMConfig.batch_size=0"): LMConfig(batch_size=0)
-    with pytest.raises(ValueError, match="tokens_per_note=-1"): seq_len_for(16, -1)
-    with pytest.raises(ValueError, match="fewer than one window of 50"): train_batches(np.arange(10), 50, 2)
-    with pytest.raises(ValueError, match="vocab_sizes"): BPEStudyConfig(vocab_sizes=())
 
 
-def test_windows_score_every_token_once():
-    streams = [np.arange(1, 38), np.arange(100, 103), np.arange(200, 250)]
-    for T in (2, 5, 16, 64):
-        got = torch.cat([b[:, 1:].flatten() for b in eval_windows(streams, T, batch_size=4)])
-        want = np.concatenate([s[1:] for s in streams])
-        assert sorted(got[got != 0].tolist()) == sorted(want.tolist()), T
-
-
-def test_train_lm_same_notes_for_every_vocabulary(views):
-    spec, _, words = views["music21-piano"]
-    cfg = LMConfig(d_model=32, n_layer=1, n_head=2, notes_per_seq=16, batch_size=4, steps=25, lr=1e-2, device="cpu")
-    res = {}
-    for v in (0, 800):
-        tok = train_bpe(spec, words, v, cache=False)
-        ids = encode_view(tok, words)
-        r = train_lm(tok, words, ids, cfg)
-        ho = heldout_subset(words)
-        assert r["heldout_tokens_scored"] == sum(len(ids[i]) + 1 for i in ho)              # every token after BOS, EOS included
-        assert r["heldout_notes_scored"] == words.notes.iloc[ho].sum() and r["train_notes"] == 25 * 4 * 16
-        tpn = compression_stats(tok, words, ids)["tokens_per_note_train"]
-        assert r["seq_len"] == seq_len_for(16, tpn)
-        assert math.isfinite(r["bits_per_note"])
-        res[v] = r
-    assert res[800]["seq_len"] < res[0]["seq_len"]                                      # same notes, shorter sequences
-    uniform = math.log2(len(spec.build())) * compression_stats(spec.build(), words)["tokens_per_note_heldout"]
-    assert res[0]["bits_per_note"] < uniform
-    again = train_lm(spec.build(), words, encode_view(spec.build(), words), cfg)
-    assert again["bits_per_note"] == pytest.approx(res[0]["bits_per_note"], rel=1e-5)  # seeded
-
-
-def test_continuations(views):
-    spec, _, words = views["music21-multitrack"]
-    tok = train_bpe(spec, words, 900, cache=False)
-    rows = [i for i in heldout_subset(words) if prompt_and_reference(tok, words.words[i]) is not None]
-    assert rows
-    def oracle(model, prompts, max_new, stop):
-        out = []
-        for p in prompts:
-            i = next(k for k in rows if np.array_equal(encode_words(tok, words.words[k][:4]), p))
-            gen = encode_words(tok, words.words[i][4:10])
-            assert stop(gen) and max_new >= 8
-            out.append(gen)
-        return out
-    assert continuation_nmsi(None, tok, words, rows, sampler=oracle)["similarity_index"] == pytest.approx(100.0)
-    empty = continuation_nmsi(None, tok, words, rows, sampler=lambda m, ps, n, s: [np.zeros(0, dtype=np.int64) for _ in ps])
-    assert empty["similarity_index"] == 0.0 and empty["n_continuations"] == len(rows)
-    p, r = prompt_and_reference(tok, words.words[rows[0]])
-    notes = continuation_notes(tok, p, r)
-    assert notes.shape[1] == 5 and len(notes) > 0
-
-
-def test_study_rows_and_columns(small_corpus, tmp_path, monkeypatch):
-    monkeypatch.setenv("SAGE_PAPER_DATA", str(tmp_path))
-    # the study loads corpora by name: point the music21 cache at the fixture's folder
-    import shutil
-    src = Path(small_corpus.multitrack_path[0]).parents[1]
-    shutil.copytree(src, tmp_path/"cache"/"music21")
-    cfg = BPEStudyConfig(views=("music21-multitrack", "music21-piano"), vocab_sizes=(0, 700, 10**6),
-                         composers=("bach", "haydn", "palestrina"), max_per_composer=3, lm=None)
-    df = bpe_study(cfg, log=None)
-    assert len(df) == 6 and set(df.vocab_size) == {0, 700, 10**6}
-    for c in ("view", "vocab_size", "vocab_size_actual", "tokens_per_note_train", "tokens_per_note_heldout", "heldout_vocab_usage",
-              "cross_track_merge_share", "multi_note_merge_share", "merge_len_vocab", "bits_per_note", "similarity_index"):
-        assert c in df, c
-    assert (df[df.view == "music21-piano"].cross_track_merge_share.dropna() == 0).all()
-    assert (df.groupby("view").tokens_per_note_train.apply(lambda s: s.is_monotonic_decreasing)).all()
-    assert list((tmp_path/"cache"/"bpe").rglob("vocab700.json"))
-
-
-def test_sampled_continuations_are_scored(views):
-    from sage_paper.bpe import window_sampler, bar_token_mask
-    spec, _, words = views["music21-piano"]
-    tok = train_bpe(spec, words, 500, cache=False)
-    ids = encode_view(tok, words)
-    r = train_lm(tok, words, ids, LMConfig(d_model=32, n_layer=1, n_head=2, notes_per_seq=16, batch_size=4, steps=20, lr=1e-2, device="cpu"))
-    sample = window_sampler(tok, seed=3)
-    if sample is None: pytest.skip("sage_paper.generate is not there: no sampler")
-    rows = [i for i in heldout_subset(words) if prompt_and_reference(tok, words.words[i]) is not None][:2]
-    prompts = [prompt_and_reference(tok, words.words[i])[0] for i in rows]
-    bars = bar_token_mask(tok)
-    stop = lambda g: bars[np.asarray(g, dtype=np.int64)].sum() > 4
-    new = sample(r["model"], prompts, 3 * r["seq_len"], stop)
-    assert len(new) == len(prompts)
-    for g in new:                                                                   # slides past the model's window
-        assert 0 < len(g) <= 3 * r["seq_len"] and g.max() < len(tok)
-        assert stop(g) or len(g) == 3 * r["seq_len"]
-    again = sample(r["model"], prompts, 3 * r["seq_len"], stop)
-    assert all(np.array_equal(a, b) for a, b in zip(new, again))                    # seeded
-    out = continuation_nmsi(r["model"], tok, words, rows)
-    assert out["n_continuations"] == len(rows) and 0 < out["similarity_index"] <= 100

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Decoding-speed benchmark from the command line: the functions of `sage_paper.generate` that experiment e03 runs.
+"""Decoding-speed benchmark from the command line: the functions of `sage_paper.askvhs_study` that experiment e03 runs.
 
 Writes a CSV with the columns of `decode_benchmark.csv` (one row per attention variant, batch and mode) and prints the
 device and package versions. Examples (from the repository root):
@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def main(argv=None):
-    from sage_paper.generate import BENCH_MODES, VARIANTS, DecodeBenchConfig, decode_benchmark, bench_versions
+    from sage_paper.askvhs_study import BENCH_MODES, VARIANTS, DecodeBenchConfig, decode_benchmark, bench_versions
     d = DecodeBenchConfig()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--d-model", type=int, default=d.d_model)
