@@ -1,11 +1,12 @@
-"Tests of sage_paper.listen: offline rendering with pretty_midi's soundfont, the notebook player, piano rolls, snippets."
+"Tests of sage_paper.listen: offline rendering with pretty_midi's soundfont, the notebook player, piano rolls, engraved notation."
 import numpy as np
 import pytest
 from symusic import Score
 
 from sage_paper.data import MidiError, build_music21_corpus, read_midi
-from sage_paper.listen import (audio, instrument_name, plot_piano_roll, render_audio, score_snippet, show_snippet,
-                               soundfont_path)
+from sage_paper import listen
+from sage_paper.listen import (EngraveError, audio, engrave, engrave_pair, engraved_counts, instrument_name,
+                               plot_piano_roll, render_audio, score_snippet, show_pair, show_score, soundfont_path)
 
 SR = 16000
 
@@ -132,15 +133,122 @@ def test_piano_roll_max_beats_and_given_axes(chorale, plt):
     plt.close(fig)
 
 
-def test_score_snippet_first_bars(chorale, capsys):
+def bar_ticks(score):
+    "Ticks a bar of a score with one time signature."
+    assert len(score.time_signatures) == 1, score.time_signatures
+    ts = score.time_signatures[0]
+    return score.tpq * 4 * ts.numerator // ts.denominator
+
+
+def svg_of(html):
+    "The outer <svg> of an HTML figure from show_score / show_pair."
+    return html[html.index("<svg"):html.rindex("</svg>") + 6]
+
+
+def test_score_snippet_first_bars(chorale):
     snip = score_snippet(chorale, bars=2)
-    assert len(snip.parts) == 4
-    assert all(1 <= len(p.getElementsByClass("Measure")) <= 2 for p in snip.parts)
-    assert show_snippet(snip.parts[0], fmt="text") == "text"
-    out = capsys.readouterr().out
-    assert "music21.stream.Measure 1" in out and "music21.note.Note" in out and "Measure 3" not in out
-    with pytest.raises(ValueError, match="`bars` must be a positive integer"):
+    assert [p.partName for p in snip.parts] == ["Soprano", "Alto", "Tenor", "Bass"]
+    assert all([m.number for m in p.getElementsByClass("Measure")] == [1, 2] for p in snip.parts)
+    later = score_snippet(chorale, bars=(3, 4))
+    assert [m.number for m in later.parts[0].getElementsByClass("Measure")] == [3, 4]   # numbered as in the piece
+    assert "Treble8vbClef" in {type(c).__name__ for c in later.recurse().getElementsByClass("Clef")}  # the tenor
+    with pytest.raises(ValueError, match="`bars` must be n >= 1"):
         score_snippet(chorale, bars=0)
+
+
+def test_chorale_first_two_bars_engrave_four_staves_and_every_note(chorale):
+    score = read_midi(chorale)
+    end = 2 * bar_ticks(score)
+    in_bars = sum(n.time < end for t in score.tracks for n in t.notes)
+    svg = engrave(chorale, bars=2)
+    assert svg.startswith("<svg ") and svg.rstrip().endswith("</svg>")
+    k = engraved_counts(svg)
+    assert (k["staves"], k["measures"], k["systems"]) == (4, 2, 1), k
+    assert k["played"] == in_bars > 20, (k, in_bars)   # every note that starts in bars 1-2, drawn once (ties aside)
+    assert k["notes"] == svg.count('class="note"') and k["colored"] == 0
+    for voice in ("Soprano", "Alto", "Tenor", "Bass"):
+        assert f">{voice}<" in svg, voice   # one staff per track, labelled with the track's name
+    assert engraved_counts(engrave(score.to("second"), bars=2)) == k   # a Score in any time unit, the same notation
+
+
+def test_maestro_excerpt_engraves_on_a_braced_grand_staff(embedded):
+    path = embedded / "MIDIs_one_track" / "Maestro_1.mid"
+    score = read_midi(path)
+    on = score.tracks[0].notes.numpy()["time"] / score.tpq   # quarters; 4/4 bars of 4 quarters
+    assert len(score.tracks) == 1 and score.tracks[0].program == 0 and bar_ticks(score) == 4 * score.tpq
+    svg = engrave(path, bars=(10, 12))
+    k = engraved_counts(svg)
+    assert (k["staves"], k["measures"], k["voices"]) == (2, 3, 1), k   # a held note under others is cut: one voice a staff
+    assert 'class="grpSym"' in svg   # the brace joining the two hands
+    assert ">10<" in svg   # bars numbered as in the piece
+    rounded = np.round(on * 4) / 4   # a performance is rounded to sixteenths
+    assert k["played"] == int(((rounded >= 36) & (rounded < 48)).sum()) > 10, k
+    shown = show_score(path, bars=(10, 12)).data
+    assert "Maestro_1.mid: bars 10-12" in shown and "a performance" in shown
+    assert engraved_counts(svg_of(shown))["played"] == k["played"]
+
+
+def test_time_signatures_hold_on_every_staff(embedded):
+    "A waltz in 3/4 split over a grand staff, and signature changes (8/4, 3/4, 8/4) inside the bars shown, on 4 staves."
+    waltz = embedded / "MIDIs_one_track" / "6354774_Macabre Waltz.mid"
+    assert (read_midi(waltz).time_signatures[0].numerator, read_midi(waltz).time_signatures[0].denominator) == (3, 4)
+    snip = score_snippet(waltz, bars=4)
+    assert [[m.barDuration.quarterLength for m in p.getElementsByClass("Measure")] for p in snip.parts] == [[3.0] * 4] * 2
+    etude = embedded / "MIDIs_one_track" / "6338816_Etude No. 4.mid"
+    snip = score_snippet(etude, bars=(6, 8))
+    assert len(snip.parts) == 4   # two piano tracks, each on a grand staff
+    for p in snip.parts:
+        assert [(m.number, m.barDuration.quarterLength) for m in p.getElementsByClass("Measure")] == [(6, 8.0), (7, 3.0), (8, 8.0)]
+    k = engraved_counts(engrave(etude, bars=(6, 8)))
+    assert (k["measures"], k["staves"]) == (3, 4), k
+
+
+def test_bad_inputs_are_named_by_engrave_and_shown_by_show_score(chorale, tmp_path):
+    with pytest.raises(ValueError, match="`score_or_path` has no notes"):
+        engrave(Score(480))
+    missing = tmp_path / "nothing_here.mid"
+    with pytest.raises(MidiError, match="nothing_here.mid: no such file"):
+        engrave(missing)
+    n_bars = -(-read_midi(chorale).end() // bar_ticks(read_midi(chorale)))
+    with pytest.raises(ValueError, match=f"has {n_bars} bars"):
+        engrave(chorale, bars=(n_bars + 1, n_bars + 2))
+    with pytest.raises(TypeError, match="`score_or_path` must be a symusic.Score or the path"):
+        engrave([60, 62, 64])
+    for bad, reason in ((Score(480), "`score_or_path` has no notes"), (missing, "nothing_here.mid: no such file")):
+        html = show_score(bad).data   # never raises: the reason takes the notation's place
+        assert 'class="sage-score-fallback"' in html and reason in html and "<svg" not in html, html
+
+
+def test_engraving_that_fails_or_hangs_becomes_an_engrave_error_with_the_reason(chorale, monkeypatch):
+    with pytest.raises(EngraveError, match=r"engraving bars 1-\d+ of '.*' took over 0.001 s"):
+        engrave(chorale, bars=None, timeout=0.001)   # stopped in the child, named
+    def broken(m, width, scale): raise RuntimeError("verovio is broken today")
+    monkeypatch.setattr(listen, "_svg", broken)   # the forked child inherits it
+    with pytest.raises(EngraveError, match="could not engrave bars 1-2 of .*verovio is broken today") as e:
+        engrave(chorale, bars=2)
+    assert "music21.stream.Measure 1" in e.value.listing and "Measure 3" not in e.value.listing
+    html = show_score(chorale, bars=2).data
+    assert "No engraved notation" in html and "verovio is broken today" in html and "music21.stream.Measure 1" in html
+
+
+def test_engrave_pair_colours_exactly_the_continuation(chorale):
+    score = read_midi(chorale)
+    bar = bar_ticks(score)
+    prompt = score.copy().clip(0, 2 * bar + score.tpq, clip_end=False)   # the notes starting in bars 1-2 and on beat 1 of bar 3
+    svg = engrave_pair(prompt, score, bars=(2, 4))
+    k = engraved_counts(svg)
+    shown_new = sum(2 * bar + score.tpq <= n.time < 4 * bar for t in score.tracks for n in t.notes)
+    assert k["measures"] == 3 and k["played"] == sum(bar <= n.time < 4 * bar for t in score.tracks for n in t.notes)
+    assert k["colored"] == shown_new > 0, (k, shown_new)   # exactly the new notes of bars 2-4 are coloured
+    # the default window: two bars before the bar where the continuation starts (bar 3), six bars in all
+    auto = engraved_counts(engrave_pair(prompt, score))
+    assert auto["measures"] == min(6, -(-score.end() // bar))
+    html = show_pair(prompt, score, bars=(2, 4)).data
+    assert f"in colour ({shown_new} notes)" in html and listen.CONTINUATION_COLOR in html
+    assert engraved_counts(engrave_pair(score, score, bars=2))["colored"] == 0   # nothing new, nothing coloured
+    with pytest.raises(ValueError, match="`continued` has no notes"):
+        engrave_pair(prompt, Score(480))
+    assert "No engraved notation" in show_pair(prompt, "no_such.mid").data
 
 
 def test_a_stuck_render_is_stopped_with_an_error_naming_the_input():

@@ -1,7 +1,8 @@
 """The rendered companion in a real browser: Debian's headless Chromium driven by Selenium.
 
 * the static site (`tools/site.py`): the README's figures and a notebook's figures render from file:// URLs,
-  every page is linked from the index, and 11_listen's page (executed for the site) plays its embedded audio;
+  every page is linked from the index, and 11_listen's page (executed for the site) plays its embedded audio and
+  shows engraved notation (verovio's inline SVG: staves, clefs, note heads drawn and visible);
 * a real JupyterLab server: each explorer of `sage_paper.explore` answers a control changed in the browser (attention,
   memory horizons, tokenization), and the playground generates and puts a playable <audio> in the page.
 
@@ -118,6 +119,46 @@ def test_listen_page_plays_its_embedded_audio(site, browser):
     wait(browser, lambda d: d.execute_script("return arguments[0].currentTime", audio) > 0.2, 20,
          "currentTime did not advance while playing")
     assert browser.execute_script("return !arguments[0].paused && arguments[0].error === null", audio) is True
+
+
+SCORES = """return Array.from(document.querySelectorAll('figure.sage-score div > svg')).map(svg => {
+    const r = svg.getBoundingClientRect(), first = svg.querySelector('g.measure');
+    return {w: r.width, h: r.height, notes: svg.querySelectorAll('g.note').length, clefs: svg.querySelectorAll('g.clef').length,
+            staves: first ? first.querySelectorAll(':scope > g.staff').length : 0, brace: !!svg.querySelector('g.grpSym'),
+            coloured: svg.querySelectorAll('g.note[color]').length,
+            labels: Array.from(svg.querySelectorAll('g.label')).map(l => l.textContent.trim()),
+            caption: svg.closest('figure').querySelector('figcaption').textContent};
+})"""
+
+# the note head at the middle of the score: scrolled into view, is it what the page shows at that point?
+HEAD_SEEN = """const svg = document.querySelectorAll('figure.sage-score div > svg')[arguments[0]];
+    const notes = svg.querySelectorAll('g.note use'), head = notes[Math.floor(notes.length / 2)];
+    head.scrollIntoView({block: 'center'});
+    const r = head.getBoundingClientRect(), hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+    return [r.width, r.height, !!hit && svg.contains(hit), getComputedStyle(svg).visibility];"""
+
+
+def test_listen_page_shows_engraved_notation(site, browser):
+    "The chorale on four labelled staves, the MAESTRO excerpt on a braced grand staff, a prompt and its coloured continuation."
+    page = site / "nbs" / "11_listen.html"
+    text = page.read_text(encoding="utf-8")
+    n_file = text.count('<figure class="sage-score"')
+    assert n_file >= 3 and 'class="sage-score-fallback"' in text, f"{page}: {n_file} engraved figures"  # + the fallback shown
+    browser.get(page.as_uri())
+    scores = wait(browser, lambda d: (lambda s: s if len(s) >= n_file else False)(d.execute_script(SCORES)), 30,
+                  f"the page shows fewer engraved scores than its file holds ({n_file})")
+    for s in scores:   # drawn at a real size, with clefs and many note heads
+        assert s["w"] > 300 and s["h"] > 100 and s["clefs"] >= s["staves"] >= 2 and s["notes"] >= 20, s
+    chorale = next(s for s in scores if "multi-track view" in s["caption"])
+    assert chorale["staves"] == 4 and chorale["labels"][:4] == ["Soprano", "Alto", "Tenor", "Bass"], chorale
+    piano = next(s for s in scores if "a performance" in s["caption"])
+    assert piano["staves"] == 2 and piano["brace"], piano
+    pair = next(s for s in scores if "continuation" in s["caption"])
+    assert 0 < pair["coloured"] < pair["notes"], pair
+    assert all(s["coloured"] == 0 for s in scores if s is not pair), [(s["coloured"], s["caption"]) for s in scores]
+    for i in range(len(scores)):   # each score's note heads are on screen, not hidden or covered
+        w, h, seen, visibility = browser.execute_script(HEAD_SEEN, i)
+        assert w > 3 and h > 3 and seen and visibility == "visible", (i, scores[i]["caption"], w, h, seen, visibility)
 
 
 # -- JupyterLab ---------------------------------------------------------------------------------------------------
