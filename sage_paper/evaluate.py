@@ -20,10 +20,10 @@ from .train import TrainConfig, Trainer, evaluate as evaluate_nll, lm_loss, seed
 from .generate import generate, SamplingConfig
 
 # %% auto #0
-__all__ = ['HELDOUT', 'TokenizedCorpus', 'tokenize_corpus', 'piece_stream', 'window_batches', 'heldout_windows', 'LMConfig',
-           'seq_len_for', 'model_config', 'LMRun', 'heldout_rows', 'train_lm', 'piece_nll', 'heldout_bits_per_note',
-           'token_bars', 'continuation_notes', 'prompt_and_reference', 'window_sampler', 'continuation_nmsi',
-           'bootstrap_ci', 'curve_flattened', 'PeakMemory', 'StepClock']
+__all__ = ['HELDOUT', 'BOOT_STATS', 'TokenizedCorpus', 'tokenize_corpus', 'piece_stream', 'window_batches', 'heldout_windows',
+           'LMConfig', 'seq_len_for', 'model_config', 'LMRun', 'heldout_rows', 'train_lm', 'piece_nll',
+           'heldout_bits_per_note', 'token_bars', 'continuation_notes', 'prompt_and_reference', 'window_sampler',
+           'continuation_nmsi', 'bootstrap', 'bootstrap_ci', 'curve_flattened', 'PeakMemory', 'StepClock']
 
 # %% ../nbs/10_evaluate.ipynb #47540788
 HELDOUT = ("valid", "test")   # the splits that models (and BPE) never learn from
@@ -355,38 +355,38 @@ def continuation_nmsi(model:MusicTransformer, # a trained decoder for `corpus.to
     return dict(nmsi=float(s.mean()), nmsi_se=se, n_continuations=len(s), piece_nmsi=scores)
 
 # %% ../nbs/10_evaluate.ipynb #bb0e1146
+def bootstrap(stat, # stat(*mats) -> float, called on the matrices and on every resample of them
+              *mats, # (S_i, P) or (P,) per-piece values (one row per seed); every matrix scores the same P pieces
+              n_boot:int=2000, # bootstrap resamples
+              level:float=0.95, # interval coverage
+              seed:int=0, # resampling seed
+             )->tuple: # (estimate, low, high)
+    "Estimate and percentile interval of `stat`: pieces resampled together across the matrices (paired), seeds within each."
+    Ms = [np.atleast_2d(np.asarray(m, dtype=np.float64)) for m in mats]
+    P = Ms[0].shape[1]
+    if any(m.shape[1] != P for m in Ms): raise ValueError(f"every matrix must score the same pieces: {[m.shape[1] for m in Ms]}")
+    est, rng, boot = stat(*Ms), np.random.default_rng(seed), np.empty(n_boot)
+    for k in range(n_boot):
+        cols = rng.integers(0, P, P)  # the same pieces for every variant
+        boot[k] = stat(*[m[rng.integers(0, len(m), len(m))][:, cols] for m in Ms])  # each variant's seeds on their own
+    lo, hi = np.nanquantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return float(est), float(lo), float(hi)
+
+BOOT_STATS = {'ratio': lambda A, B: B.sum(1).mean() / A.sum(1).mean() - 1, 'diff': lambda A, B: B.mean() - A.mean(),
+              'mean': lambda A: A.mean(), 'total_ratio': lambda A, D: A.sum(1).mean() / D.sum()}
+
 def bootstrap_ci(a, # (S, P) or (P,): per-piece values of variant a, one row per seed
                  b=None, # (S', P) the same pieces for variant b, or None
                  stat:str='ratio', # 'ratio', 'diff', 'mean' or 'total_ratio'
                  den=None, # (P,) denominators for 'total_ratio' (e.g. notes per piece)
-                 n_boot:int=2000, # bootstrap resamples
-                 level:float=0.95, # interval coverage
-                 seed:int=0, # resampling seed
+                 **kw, # n_boot, level, seed of `bootstrap`
                 )->tuple: # (estimate, low, high)
-    "Estimate and percentile interval of a statistic, resampling pieces (paired across a and b) and seeds (per variant)."
-    A = np.atleast_2d(np.asarray(a, dtype=np.float64))
-    B = None if b is None else np.atleast_2d(np.asarray(b, dtype=np.float64))
-    if B is not None and B.shape[1] != A.shape[1]: raise ValueError(f"a and b must score the same pieces: {A.shape[1]} vs {B.shape[1]}")
-    if stat in ('ratio', 'diff') and B is None: raise ValueError(f"stat={stat!r} compares two variants: pass b")
+    "The common statistics through `bootstrap`: relative change of totals ('ratio'), difference of means, mean, total / den."
+    if stat not in BOOT_STATS: raise ValueError(f"stat={stat!r}: choose one of {list(BOOT_STATS)}")
+    if stat in ('ratio', 'diff') and b is None: raise ValueError(f"stat={stat!r} compares two variants: pass b")
     if stat == 'total_ratio' and den is None: raise ValueError("stat='total_ratio' needs den (e.g. notes per piece)")
-    D = None if den is None else np.asarray(den, dtype=np.float64)
-    def f(A, B, cols):
-        if stat == 'ratio': return B[:, cols].sum(1).mean() / A[:, cols].sum(1).mean() - 1
-        if stat == 'diff': return B[:, cols].mean() - A[:, cols].mean()
-        if stat == 'mean': return A[:, cols].mean()
-        if stat == 'total_ratio': return A[:, cols].sum(1).mean() / D[cols].sum()
-        raise ValueError(f"stat={stat!r}: choose 'ratio', 'diff', 'mean' or 'total_ratio'")
-    P = A.shape[1]
-    est = f(A, B, np.arange(P))
-    rng = np.random.default_rng(seed)
-    boot = np.empty(n_boot)
-    for k in range(n_boot):
-        cols = rng.integers(0, P, P)  # the same pieces for both variants
-        a_ = A[rng.integers(0, len(A), len(A))]
-        b_ = None if B is None else B[rng.integers(0, len(B), len(B))]
-        boot[k] = f(a_, b_, cols)
-    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return float(est), float(lo), float(hi)
+    mats = (a,) if stat == 'mean' else (a, b) if stat in ('ratio', 'diff') else (a, den)
+    return bootstrap(BOOT_STATS[stat], *mats, **kw)
 
 # %% ../nbs/10_evaluate.ipynb #6de7a589
 def curve_flattened(history:list, # the trainer's rows (with 'val_loss' where it was evaluated)

@@ -72,6 +72,7 @@ SMOKE_TABLES = {
                    "askvhs_pieces": lambda d: d.groupby("variant").piece_id.apply(tuple).nunique() == 1},
     "e04_dsmr": {"dsmr_table": lambda d: (d.best_val_ppl > 1).all() and {"full", "two_scale"} <= set(d.variant),
                  "context_utilization": lambda d: (d.distance >= 0).all()},
+    "e05_claims": {"claims": lambda d: set(d.verdict) <= {"holds", "fails", "undecided", "untested"} and d.claim_id.nunique() >= 17},
 }
 
 
