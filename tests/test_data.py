@@ -11,6 +11,8 @@ import pytest
 from symusic import Score
 
 from sage_paper import data as D
+from sage_paper.core import map_isolated
+from sage_paper.evaluate import repeated_bars
 
 
 def test_views_have_one_track_per_part_and_one_piano_track(small_corpus):
@@ -213,7 +215,7 @@ def test_damaged_folder_scans_the_same_every_time(damaged):
     assert len(man) == 73 and (man.error != "").eq(man.status == "error").all()
     assert (man.status[man.index.str.startswith("good_")] == "ok").all()
     # symusic itself, each file in a fresh worker: whatever it rejects (or crashes on) is an error here
-    raw = D.map_isolated(lambda p: Score(str(p)).note_num(), [Path(p) for p in man.source], n_jobs=2, max_items_per_worker=1)
+    raw = map_isolated(lambda p: Score(str(p)).note_num(), [Path(p) for p in man.source], n_jobs=2, max_items_per_worker=1)
     rejected = {pid for pid, r in zip(man.index, raw) if isinstance(r, Exception)} - {"no_end_maestro1"}  # read whole (see below)
     assert len(rejected) > 20 and (man.status[sorted(rejected)] == "error").all()
     both = {pid: r for pid, r in zip(man.index, raw) if not isinstance(r, Exception) and man.status[pid] == "ok"}
@@ -312,7 +314,7 @@ def test_expanded_views_and_the_repeat_structure(tmp_path):
     # the first repeated section (bars up to the first end-repeat barline) comes back bar for bar
     m = corpus.parse("haydn/opus1no1/movement2").parts[0].getElementsByClass("Measure")
     n = next(i + 1 for i, x in enumerate(m) if type(x.rightBarline).__name__ == "Repeat")
-    bars = D.repeated_bars(Score(ok.multitrack_path))
+    bars = repeated_bars(Score(ok.multitrack_path))
     assert len(bars) == 2 * len(m) and n == 10
     assert list(bars.source_bar[n:2 * n]) == list(range(n)) and (bars.source_bar[:n] == -1).all()
     # the piano view of the expanded works, through load_corpus
