@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from .core import check_ints, map_pieces
 from .data import read_midi, MidiError, piece_hash
 from .tokenizer import encode, decode, token_parts, attribute_types, grammar_for
@@ -18,12 +19,14 @@ from .metrics import nmsi, notes_array, bits_per_note
 from .model import ModelConfig, MusicTransformer
 from .train import TrainConfig, Trainer, evaluate as evaluate_nll, lm_loss, seed_everything, autocast, resolve_amp, to_device
 from .generate import generate, SamplingConfig
+from .recurrence import RecurrentLM, PieceStreams
 
 # %% auto #0
-__all__ = ['HELDOUT', 'BOOT_STATS', 'TokenizedCorpus', 'tokenize_corpus', 'piece_stream', 'window_batches', 'heldout_windows',
-           'LMConfig', 'seq_len_for', 'model_config', 'LMRun', 'heldout_rows', 'train_lm', 'piece_nll',
-           'heldout_bits_per_note', 'token_bars', 'continuation_notes', 'prompt_and_reference', 'window_sampler',
-           'continuation_nmsi', 'bar_lines', 'repeated_bars', 'bootstrap', 'bootstrap_ci', 'curve_flattened',
+__all__ = ['HELDOUT', 'REPEAT_BUCKETS', 'BOOT_STATS', 'TokenizedCorpus', 'tokenize_corpus', 'piece_stream', 'window_batches',
+           'heldout_windows', 'LMConfig', 'seq_len_for', 'model_config', 'LMRun', 'heldout_rows', 'train_lm',
+           'piece_nll', 'heldout_bits_per_note', 'bar_token_table', 'token_bars', 'continuation_notes',
+           'prompt_and_reference', 'window_sampler', 'continuation_nmsi', 'bar_lines', 'repeated_bars', 'token_repeats',
+           'repeat_bucket', 'stream_token_nll', 'repeat_losses', 'bootstrap', 'bootstrap_ci', 'curve_flattened',
            'PeakMemory', 'StepClock']
 
 # %% ../nbs/10_evaluate.ipynb #47540788
@@ -253,6 +256,12 @@ def heldout_bits_per_note(model:MusicTransformer, # a trained decoder
     return dict(bits_per_note=bits_per_note(nll.sum(), int(notes.sum())), piece_nll=nll, piece_notes=notes)
 
 # %% ../nbs/10_evaluate.ipynb #f7bc83bf
+def bar_token_table(tok, # a flat tokenizer (REMI/TSD, with or without BPE)
+                   )->np.ndarray: # (V,) bool
+    "For every token id, whether it opens a bar (holds a `Bar` token)."
+    if tok.is_multi_voc: raise ValueError(f"bar_token_table: {type(tok).__name__} is pooled; use a flat tokenizer")
+    return np.array(["Bar_None" in p for p in token_parts(tok)])
+
 def token_bars(tok, # the tokenizer of `ids`
                ids:np.ndarray, # (N,) flat or (N, F) pooled ids
               )->np.ndarray: # (N,) the bar of every token; -1 before the first bar
@@ -260,8 +269,7 @@ def token_bars(tok, # the tokenizer of `ids`
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) == 0: return np.zeros(0, dtype=np.int64)
     if not tok.is_multi_voc:
-        is_bar = np.array(["Bar_None" in p for p in token_parts(tok)])
-        return np.cumsum(is_bar[ids]) - 1
+        return np.cumsum(bar_token_table(tok)[ids]) - 1
     kind, vt = type(tok).__name__, tok.vocab_types_idx
     if kind == "CPWord": return np.cumsum(ids[:, vt["Bar"]] == tok.vocab[vt["Bar"]]["Bar_None"]) - 1
     if kind == "Octuple":
@@ -391,6 +399,76 @@ def repeated_bars(score, # a symusic Score (ticks)
         if key: last[key] = b
     return pd.DataFrame(dict(bar=np.arange(len(starts)), start_tick=starts, end_tick=ends,
                              notes=np.diff(bounds), source_bar=source))
+
+# %% ../nbs/10_evaluate.ipynb #992e7d92
+REPEAT_BUCKETS = ("< 1 segment", "1-2 segments", "2-4 segments", "> 4 segments")
+
+def token_repeats(is_bar:np.ndarray, # `bar_token_table(tok)`
+                  ids:np.ndarray, # one piece's token ids
+                 )->pd.DataFrame: # one row per bar: bar, start, end (token indices), source_bar, distance (tokens; -1)
+    "Each bar of a token stream, and the most recent earlier bar with exactly the same tokens (-1 if none, or if it is empty)."
+    ids = np.asarray(ids, dtype=np.int64)
+    starts = np.flatnonzero(is_bar[ids]) if len(ids) else np.zeros(0, np.int64)
+    ends = np.append(starts[1:], len(ids)).astype(np.int64)
+    last, rows = {}, []
+    for b, (st, en) in enumerate(zip(starts, ends)):
+        key = ids[st:en].tobytes()
+        src = last.get(key, -1) if en - st > 1 else -1  # a bar with nothing but its Bar token repeats nothing
+        rows.append((b, st, en, src, st - starts[src] if src >= 0 else -1))
+        if en - st > 1: last[key] = b
+    return pd.DataFrame(rows, columns=["bar", "start", "end", "source_bar", "distance"])
+
+def repeat_bucket(distance:int, # tokens back to the source (>= 1)
+                  seg_len:int, # the segment length T
+                 )->str:
+    "The distance bucket of a repeat, in segments: one of REPEAT_BUCKETS."
+    k = distance / seg_len
+    return REPEAT_BUCKETS[0] if k < 1 else REPEAT_BUCKETS[1] if k < 2 else REPEAT_BUCKETS[2] if k < 4 else REPEAT_BUCKETS[3]
+
+# %% ../nbs/10_evaluate.ipynb #df57bbaa
+@torch.no_grad()
+def stream_token_nll(rlm:RecurrentLM, # a trained recurrent model (flat tokens)
+                     pieces:list, # token ids of whole pieces, each at least 2 tokens
+                     seg_len:int, # segment length T
+                     batch:int=4, # streams
+                     attr_table=None, # attribute id per token id (AS-KVHS)
+                     max_memory:int|None=None, # cap every layer's memory at evaluation (None: the model's horizons)
+                    )->list: # per piece, the NLL (nats) of each of its tokens after the first
+    "Stream whole pieces through a recurrent model and keep the loss of every token."
+    if any(len(p) < 2 for p in pieces): raise ValueError("stream_token_nll: every piece needs at least 2 tokens")
+    ps = PieceStreams(pieces, batch, seg_len, attr_table, shuffle=False, loop=False)
+    out, state, dev = [np.zeros(len(p) - 1) for p in ps.pieces], None, next(rlm.parameters()).device
+    was = rlm.training; rlm.eval()
+    try:
+        for s in range(len(ps)):
+            b = to_device(ps.batch_at(s), dev)
+            tok, attr = b['tokens'], b.get('attr')
+            logits, state = rlm(tok[:, :-1], None if attr is None else attr[:, :-1], state=state, reset=b['reset'], max_memory=max_memory)
+            nll = F.cross_entropy(logits.transpose(1, 2).float(), tok[:, 1:], reduction='none').cpu().numpy()  # (B, V, T) -> (B, T)
+            for k, where in enumerate(ps.segments_at(s)):
+                if where is None: continue
+                p, seg = where
+                n = min(seg_len, len(out[p]) - seg * seg_len)
+                out[p][seg * seg_len: seg * seg_len + n] = nll[k, :n]
+    finally: rlm.train(was)
+    return out
+
+def repeat_losses(rlm:RecurrentLM, # a trained recurrent model over flat tokens
+                  is_bar:np.ndarray, # `bar_token_table(tok)` of its tokenizer
+                  pieces:list, # held-out pieces' token ids
+                  seg_len:int, # segment length T
+                  **kw, # `stream_token_nll` options: batch, attr_table, max_memory
+                 )->pd.DataFrame: # one row per piece and bucket: nll (sum, nats), tokens
+    "Loss summed over the tokens of repeated bars, per distance bucket, and over every other token, piece by piece."
+    rows = []
+    for p, (ids, nll) in enumerate(zip(pieces, stream_token_nll(rlm, pieces, seg_len, **kw))):
+        label = np.full(len(ids), "other", dtype=object)
+        for r in token_repeats(is_bar, ids).query("source_bar >= 0").itertuples():
+            label[r.start + 1:r.end] = repeat_bucket(r.distance, seg_len)  # the bar's content (its first token only opens it)
+        target = label[1:]  # nll[j] is the loss of token j + 1
+        rows += [dict(piece=p, bucket=b, nll=float(nll[target == b].sum()), tokens=int((target == b).sum()))
+                 for b in (*REPEAT_BUCKETS, "other")]
+    return pd.DataFrame(rows)
 
 # %% ../nbs/10_evaluate.ipynb #bb0e1146
 def bootstrap(stat, # stat(*mats) -> float, called on the matrices and on every resample of them
