@@ -4,14 +4,15 @@
 
 # %% ../nbs/13_reproduce.ipynb #906745c4
 from __future__ import annotations
-import hashlib, json, os, platform, subprocess, sys, time, traceback
+import hashlib, json, os, platform, re, subprocess, sys, time, traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from .core import repo_root, device_info, versions
 
 # %% auto #0
 __all__ = ['CPU_PIECES', 'PROFILES', 'profile_params', 'default_out_dir', 'experiment_notebooks', 'environment', 'input_hash',
-           'save_figure', 'save_table', 'run_notebook', 'reproduce', 'figure_gallery', 'key_figure', 'main']
+           'save_figure', 'save_table', 'record_notebook', 'run_notebook', 'reproduce', 'figure_gallery', 'key_figure',
+           'main']
 
 # %% ../nbs/13_reproduce.ipynb #1652300a
 CPU_PIECES = 60   # works per composer in the cpu profile: ~250 pieces, a ~3-minute corpus build on 2 cores
@@ -159,6 +160,45 @@ def save_table(df, # a pandas DataFrame
     df.to_csv(p, index=False)
     return p
 
+# %% ../nbs/13_reproduce.ipynb #271ffc83
+_SAVED = re.compile(r"""save_figure\(\s*[\w.]+\s*,\s*(f?)(["'])([^"']+)\2""")
+
+def record_notebook(executed, # the executed notebook (papermill's output)
+                    dest, # where the record goes, e.g. figures/cpu/notebooks/e00_corpus.ipynb
+                    header:dict, # what the top cell states: profile, device, git_sha, finished, duration_s
+                    saved=None, # file names of the figures this run wrote (None: any PNG beside the record's folder)
+                    max_output_kb:int=100, # larger outputs become a note
+                   ) -> Path:
+    "Write the record of an executed experiment notebook: its outputs without embedded images, each saved figure linked."
+    import nbformat
+    nb = nbformat.read(executed, as_version=4)
+    figdir = Path(dest).parent.parent
+    for c in nb.cells:
+        if c.cell_type != "code": continue
+        names = [m.group(3) for m in _SAVED.finditer(c.source) if not m.group(1)]  # literal names, in order
+        names = [n for n in names if (figdir/f"{n}.png").is_file() and (saved is None or f"{n}.png" in saved)]
+        kept, images = [], 0
+        for o in c.get("outputs", []):
+            data = o.get("data", {})
+            if "image/png" in data or "image/svg+xml" in data: images += 1; continue
+            if len(json.dumps(o)) > max_output_kb * 1024:
+                o = nbformat.v4.new_output("stream", name="stdout", text=f"[an output over {max_output_kb} kB, not kept in the record]\n")
+            kept.append(o)
+        kept += [nbformat.v4.new_output("display_data", data={"text/markdown": f"![{n}](../{n}.png)", "text/plain": f"[figure {n}.png]"})
+                 for n in names]
+        if images > len(names): kept.append(nbformat.v4.new_output("stream", name="stdout", text="[a figure not kept in the record: run the notebook to draw it]\n"))
+        c.outputs = kept
+    sha = (header.get("git_sha") or "unknown")[:10]
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+        f"> **Recorded run** of `{Path(executed).stem}`: profile `{header.get('profile')}`, {header.get('device')}, commit `{sha}`, "
+        f"finished {header.get('finished')}, {header.get('duration_s', 0):.0f} s. Parameters: the injected cell below. "
+        f"Figures are the PNG files this run saved; rerun with `python -m sage_paper.reproduce --profile {header.get('profile')}`."))
+    nb.metadata.pop("papermill", None)
+    for c in nb.cells: c.metadata.pop("papermill", None); c.metadata.pop("execution", None)
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, dest)
+    return Path(dest)
+
 # %% ../nbs/13_reproduce.ipynb #e8206a1d
 def _load_manifest(path) -> dict:
     try: return json.loads(Path(path).read_text())
@@ -215,10 +255,13 @@ def reproduce(profile:str="cpu", # smoke | cpu | cpu-long | gpu
         status, error = run_notebook(nb, params, executed, timeout)
         outputs = sorted(os.path.relpath(p, root) for p in out.rglob("*")
                          if p.is_file() and p.name != "manifest.json" and before.get(p) != p.stat().st_mtime)
-        entry["notebooks"][nb.stem] = dict(status=status, error=error, duration_s=round(time.time() - t0, 1), input_hash=h,
-                                           params=params | {"out_dir": os.path.relpath(out, root)}, outputs=outputs,
-                                           executed=os.path.relpath(executed, root), device=entry["device"],
-                                           git_sha=entry["git_sha"], finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        e = entry["notebooks"][nb.stem] = dict(status=status, error=error, duration_s=round(time.time() - t0, 1), input_hash=h,
+                                               params=params | {"out_dir": os.path.relpath(out, root)}, outputs=outputs,
+                                               executed=os.path.relpath(executed, root), device=entry["device"],
+                                               git_sha=entry["git_sha"], finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        if status == "ok":   # the record a reader sees (the executed notebook in runs/ is not kept in git)
+            rec = record_notebook(executed, out/profile/"notebooks"/nb.name, dict(e, profile=profile), saved={Path(o).name for o in outputs})
+            e["record"] = os.path.relpath(rec, root)
         if verbose: print(f"[{profile}] {nb.stem}: {status} in {time.time()-t0:.0f} s" + (f"\n    {error.splitlines()[0]}" if error else ""), flush=True)
         manifest["runs"][profile] = entry
         _write_manifest(mpath, manifest)   # after every notebook: nothing done so far is lost
