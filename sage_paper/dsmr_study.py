@@ -86,21 +86,26 @@ def split_bars(ids:np.ndarray, # one piece's flat token ids
 
 def control_pieces(bars:list, # whole bars of real music (`split_bars`)
                    n:int, # pieces
-                   seg_len:int, # segment length T
-                   phrase_bars:int=4, # bars of the phrase that returns
+                   distance:tuple, # (lo, hi): every return lies a uniform random lo..hi tokens after its source
+                   phrase_bars:int=2, # bars of the phrase that returns
                    returns:int=3, # how many times it returns
-                   fill_segments:tuple=(1, 3), # each filler spans a uniform random number of segments in this range
                    seed:int=0, # generator seed
                   )->list: # n token arrays
-    "Pieces of real bars in which a phrase returns exactly after fillers of `fill_segments` segments."
+    "Pieces of real bars in which a phrase returns exactly, each return `distance` tokens after the phrase before it."
+    lo, hi = distance
+    if not 0 < lo < hi: raise ValueError(f"distance={distance}: need 0 < lo < hi (tokens)")
+    cap = (hi - lo) / 3   # bars up to this long: the filler's last bar cannot push a return past hi
+    short = [b for b in bars if len(b) <= cap]
+    if len(short) < 8: raise ValueError(f"only {len(short)} of {len(bars)} bars have at most {cap:.0f} tokens: too few to build "
+                                        f"pieces with returns {lo}..{hi} tokens apart (widen the distance)")
     rng, out = np.random.default_rng(seed), []
-    pick = lambda k: [bars[i] for i in rng.integers(0, len(bars), k)]
+    pick = lambda: short[rng.integers(len(short))]
     for _ in range(n):
-        phrase, parts = pick(phrase_bars), []
-        parts += phrase
+        phrase = [pick() for _ in range(phrase_bars)]
+        parts, plen = list(phrase), sum(map(len, phrase))
         for _ in range(returns):
-            want, fill = rng.uniform(*fill_segments) * seg_len, []
-            while sum(map(len, fill)) < want: fill += pick(1)
+            want, fill = rng.uniform(lo, hi - cap) - plen, []   # phrase + filler = the distance from the phrase to its return
+            while sum(map(len, fill)) < want: fill.append(pick())
             parts += fill + phrase
         out.append(np.concatenate(parts))
     return out

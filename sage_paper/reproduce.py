@@ -37,7 +37,7 @@ PROFILES = {
                            warmup_steps=10, max_eval_notes=8000, nmsi_pieces=4),
         "e04_dsmr": dict(variants=_DSMR_VARIANTS, sweep=[[0], [3], [0, 1], [2, 3]], repeats_corpus="music21-piano-expanded",
                          m21_max_per_composer=CPU_PIECES, other_variants=["full", "two_scale", "none", "fhcr_lowrank"],
-                         control_pieces_n=[96, 16], max_train_pieces=None, max_piece_len=8192, val_pieces=4, seg_len=64, long=192,
+                         control_pieces_n=[1000, 32], max_train_pieces=None, max_piece_len=8192, val_pieces=4, seg_len=64, long=192,
                          short=64, n_long=1, n_layer=4, n_head=4, d_model=64, batch=8, val_batch=4, steps=450, lr=3e-3, warmup=45,
                          eval_every=90, scale_windows=[512, 1024, 2048, 4096, 8192], scale_batches=[4, 8],
                          scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=4),
@@ -54,9 +54,9 @@ PROFILES = {
                            warmup_steps=30, max_eval_notes=20000, nmsi_pieces=4),
         "e04_dsmr": dict(variants=_DSMR_VARIANTS, sweep=[[0], [5], [0, 1, 2], [3, 4, 5]], repeats_corpus="music21-piano-expanded",
                          m21_max_per_composer=None, other_variants=["full", "two_scale", "none", "fhcr_lowrank", "fhcr_gqa"],
-                         control_pieces_n=[256, 32], max_train_pieces=None, max_piece_len=None, val_pieces=12, seg_len=256, long=1024,
-                         short=256, n_long=2, n_layer=6, n_head=8, d_model=256, batch=16, val_batch=12, steps=300, lr=1e-3, warmup=30,
-                         eval_every=30, threads=4, scale_windows=[512, 1024, 2048, 4096, 8192, 16384, 32768], scale_batches=[8, 16],
+                         control_pieces_n=[4000, 64], max_train_pieces=None, max_piece_len=None, val_pieces=12, seg_len=256, long=1024,
+                         short=256, n_long=2, n_layer=6, n_head=8, d_model=256, batch=16, val_batch=12, steps=1500, lr=1e-3, warmup=100,
+                         eval_every=150, seeds=[0, 1, 2], threads=4, scale_windows=[512, 1024, 2048, 4096, 8192, 16384, 32768], scale_batches=[8, 16],
                          scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=6),
     },
 }
@@ -68,7 +68,7 @@ PROFILES["cpu-long"] = {  # the seeds and training budgets the claims rest on: a
     "e02_bpe_study": {**_cpu["e02_bpe_study"], "seeds": [0, 1, 2], "velocities": [False, True], "steps": 400, "eval_every": 100},
     "e03_askvhs": {**_cpu["e03_askvhs"], "batches": [1], "repeats": 1, "seeds": [0, 1, 2], "steps": 300, "warmup_steps": 30},
     "e04_dsmr": {**_cpu["e04_dsmr"], "variants": ["full", "two_scale", "perceiver_ar", "none", "fhcr_lowrank", "fhcr_askvhs"], "sweep": [],
-                 "seeds": [0, 1, 2], "steps": 900, "warmup": 90, "eval_every": 150, "scale_windows": [512, 2048, 8192], "scale_batches": [8]},
+                 "seeds": [0, 1, 2], "steps": 1500, "warmup": 100, "eval_every": 300, "scale_windows": [512, 2048, 8192], "scale_batches": [8]},
 }
 
 def profile_params(profile:str, # smoke | cpu | cpu-long | gpu
