@@ -265,10 +265,11 @@ def test_playground_picks_among_models_and_names_a_mismatched_one(chorales):
     models = {'small': small_model(tok, max_seq_len=96), 'other seed': small_model(tok, seed=1, max_seq_len=200)}
     pg = playground(models, tok, man, prompt_tokens=200, max_new_tokens=200)
     c = pg.controls
-    assert c['model'].options == ('small', 'other seed') and c['prompt'].max == 48 and c['new'].max == 48  # the shorter context rules
+    assert c['model'].options == ('small', 'other seed') and c['prompt'].max == 48 and c['new'].max == 48  # the chosen model's context
     c['run'].click(); a = pg.state['ids']
     c['model'].value = 'other seed'; c['run'].click()
     assert (pg.state['ids'] != a).any() and pg.outputs['info'].value.startswith('other seed:')
+    assert c['prompt'].max == c['new'].max == 100 and c['prompt'].value == 48  # a longer context: the sliders reach further
     with pytest.raises(ValueError, match="model 'tsd': its vocabulary"):
         playground({'ok': small_model(tok), 'tsd': small_model(explorer_tokenizer('TSD'))}, tok, man)
 
