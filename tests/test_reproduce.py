@@ -73,6 +73,8 @@ SMOKE_TABLES = {
     "e04_dsmr": {"dsmr_table": lambda d: (d.best_val_ppl > 1).all() and {"full", "two_scale"} <= set(d.variant),
                  "context_utilization": lambda d: (d.distance >= 0).all()},
     "e05_claims": {"claims": lambda d: set(d.verdict) <= {"holds", "fails", "undecided", "untested"} and d.claim_id.nunique() >= 17},
+    "e06_checkpoints": {"checkpoints": lambda d: {"MHA", "AS-KVHS G=2"} <= set(d.name) and d.bits_per_note.gt(0).all()
+                        and d.untrained_bits_per_note.gt(d.bits_per_note).all() and d.model_bytes.gt(0).all()},
 }
 
 
