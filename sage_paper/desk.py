@@ -16,12 +16,11 @@ from .evaluate import HELDOUT, prompt_and_reference, token_bars, window_sampler
 from .listen import audio, show_pair, instrument_name
 from .explore import (Checkpoint, load_checkpoint, list_checkpoints, explorer_tokenizer, token_view, tokens_html,
                                 _as_scores)
-from .claims import wilson
+from .claims import wilson, listening_csv
 
 # %% auto #0
-__all__ = ['LISTENING_COLUMNS', 'ANSWERS', 'LISTENING_PAIRS', 'continue_bars', 'listening_csv', 'record_answer', 'sign_test',
-           'listening_summary', 'heldout_prompts', 'listening_test', 'every_tokenizer', 'tokenizer_table',
-           'merges_used', 'your_piece']
+__all__ = ['LISTENING_COLUMNS', 'ANSWERS', 'LISTENING_PAIRS', 'continue_bars', 'record_answer', 'sign_test', 'listening_summary',
+           'heldout_prompts', 'listening_test', 'every_tokenizer', 'tokenizer_table', 'merges_used', 'your_piece']
 
 # %% ../nbs/18_desk.ipynb #794d90b5
 def continue_bars(ck:Checkpoint, # a checkpoint (`explore.load_checkpoint`)
@@ -49,11 +48,6 @@ def continue_bars(ck:Checkpoint, # a checkpoint (`explore.load_checkpoint`)
 LISTENING_COLUMNS = ("time", "prompt_id", "system_a", "system_b", "answer", "preferred")
 ANSWERS = ("A", "B", "none")  # A better, B better, no preference
 LISTENING_PAIRS = (("MHA", "AS-KVHS G=2"), ("MHA", "BPE 2k"), ("MHA", "CPWord (pooled)"))  # (reference, challenger)
-
-def listening_csv()->Path:
-    "The default answers file: `data/listening_test.csv` of the clone (`$SAGE_PAPER_LISTENING_CSV` overrides)."
-    if os.environ.get("SAGE_PAPER_LISTENING_CSV"): return Path(os.environ["SAGE_PAPER_LISTENING_CSV"]).expanduser()
-    return repo_root(required=True) / "data" / "listening_test.csv"
 
 def record_answer(path, # the CSV; created with its header if missing or empty
                   prompt_id:str, # the piece the prompt came from

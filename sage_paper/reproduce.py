@@ -12,7 +12,7 @@ from .core import repo_root, device_info, versions
 # %% auto #0
 __all__ = ['CPU_PIECES', 'PROFILES', 'profile_params', 'default_out_dir', 'experiment_notebooks', 'environment', 'input_hash',
            'save_figure', 'save_table', 'record_notebook', 'run_notebook', 'reproduce', 'figure_gallery', 'key_figure',
-           'main']
+           'module_graph', 'main']
 
 # %% ../nbs/13_reproduce.ipynb #1652300a
 CPU_PIECES = 60   # works per composer in the cpu profile: ~250 pieces, a ~3-minute corpus build on 2 cores
@@ -41,6 +41,8 @@ PROFILES = {
                          short=64, n_long=1, n_layer=4, n_head=4, d_model=64, batch=8, val_batch=4, steps=450, lr=3e-3, warmup=45,
                          eval_every=90, scale_windows=[512, 1024, 2048, 4096, 8192], scale_batches=[4, 8],
                          scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=4),
+        "e06_checkpoints": dict(max_per_composer=CPU_PIECES, ckpt_dir="data/checkpoints", d_model=128, n_layer=3, n_head=8, notes_per_seq=48,
+                                batch_size=16, steps=300, lr=2e-3, warmup_steps=30, max_eval_notes=8000, nmsi_pieces=8, threads=1),
     },
     "gpu": {     # the whole default corpus on one GPU (the manifest records each notebook's duration)
         "e00_corpus": dict(max_per_composer=None),
@@ -58,6 +60,8 @@ PROFILES = {
                          short=256, n_long=2, n_layer=6, n_head=8, d_model=256, batch=16, val_batch=12, steps=1500, lr=1e-3, warmup=100,
                          eval_every=150, seeds=[0, 1, 2], threads=4, scale_windows=[512, 1024, 2048, 4096, 8192, 16384, 32768], scale_batches=[8, 16],
                          scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=6),
+        "e06_checkpoints": dict(max_per_composer=None, ckpt_dir="data/checkpoints", d_model=192, n_layer=4, n_head=8, notes_per_seq=128,
+                                batch_size=32, steps=2000, lr=1e-3, warmup_steps=200, max_eval_notes=20000, nmsi_pieces=16),
     },
 }
 
@@ -318,6 +322,25 @@ def key_figure(name:str, # figure stem, e.g. 'bpe_generalization'
             if e.get("status") == "ok" and png:
                 return f"![{caption}]({link_root}{png[0]})\n\n*{caption} ({p} profile, {_device_label(run)}, `{nb}`).*"
     return f"*No recorded run drew `{name}` yet: `python -m sage_paper.reproduce` draws it.*"
+
+# %% ../nbs/13_reproduce.ipynb #8763b2fa
+def module_graph(pkg=None, # the package folder; default `sage_paper/` of the clone
+                )->list: # [(notebook, module, [modules it imports, in notebook order])]
+    "Every exported module with its notebook and the package modules it imports."
+    import ast
+    pkg = Path(pkg) if pkg else repo_root(required=True)/"sage_paper"
+    mods = {}
+    for f in sorted(pkg.glob("*.py")):
+        m = re.search(r"# %% \.\./nbs/(\d+_\w+)\.ipynb", f.read_text()) if not f.name.startswith("_") else None
+        if m: mods[f.stem] = m.group(1)
+    out = []
+    for name, nb in mods.items():
+        used = set()
+        for n in ast.walk(ast.parse((pkg/f"{name}.py").read_text())):
+            if isinstance(n, ast.ImportFrom) and n.level == 1: used |= {n.module} if n.module else {a.name for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and (n.module or "").startswith("sage_paper."): used.add(n.module.split(".")[1])
+        out.append((nb, name, sorted((used & set(mods)) - {name}, key=lambda u: mods[u])))
+    return sorted(out)
 
 # %% ../nbs/13_reproduce.ipynb #3359cfa9
 def main(argv=None):
