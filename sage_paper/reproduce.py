@@ -210,7 +210,16 @@ def _load_manifest(path) -> dict:
 
 def _write_manifest(path, m):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_suffix(".tmp"); tmp.write_text(json.dumps(m, indent=1, default=str)); tmp.replace(path)
+    tmp = Path(path).with_suffix(f".{os.getpid()}.tmp"); tmp.write_text(json.dumps(m, indent=1, default=str)); tmp.replace(path)
+
+def _save_run(path, profile:str, entry:dict):
+    "Write one profile's entry into the manifest as it is on disk now: runs of other profiles going on at the same time keep theirs."
+    import fcntl
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(path).with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        m = _load_manifest(path); m["runs"][profile] = entry
+        _write_manifest(path, m)
 
 def run_notebook(nb_path, # an experiment notebook
                  params:dict, # papermill parameters
@@ -267,11 +276,9 @@ def reproduce(profile:str="cpu", # smoke | cpu | cpu-long | gpu
             rec = record_notebook(executed, out/profile/"notebooks"/nb.name, dict(e, profile=profile), saved={Path(o).name for o in outputs})
             e["record"] = os.path.relpath(rec, root)
         if verbose: print(f"[{profile}] {nb.stem}: {status} in {time.time()-t0:.0f} s" + (f"\n    {error.splitlines()[0]}" if error else ""), flush=True)
-        manifest["runs"][profile] = entry
-        _write_manifest(mpath, manifest)   # after every notebook: nothing done so far is lost
+        _save_run(mpath, profile, entry)   # after every notebook: nothing done so far is lost
     entry["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    manifest["runs"][profile] = entry
-    _write_manifest(mpath, manifest)
+    _save_run(mpath, profile, entry)
     return entry
 
 # %% ../nbs/13_reproduce.ipynb #239aa2a9
