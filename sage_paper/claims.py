@@ -485,7 +485,8 @@ def bpe_markdown(fig_dir=None)->str:
                                                "cross-track merges ~2000", "bits/note vs base ~2000", "bits/note vs base largest", "NMSI vs base ~2000")]
         s = s[keep].copy()
         for c in keep[1:]:
-            if s[c].dtype.kind == "f": s[c] = s[c].map(lambda x, c=c: f"{100 * x:+.1f}%" if "vs base" in c else f"{100 * x:.0f}%" if ("merges" in c or "usage" in c) else f"{x:.2f}")
+            if s[c].dtype.kind == "f": s[c] = s[c].map(lambda x, c=c: "-" if not np.isfinite(x) else f"{100 * x:+.1f}%" if "vs base" in c
+                                                       else f"{100 * x:.0f}%" if ("merges" in c or "usage" in c) else f"{x:.2f}")
         out.append(f"**{prof}**\n\n" + _md(s))
     return "\n\n".join(out)
 
@@ -532,10 +533,14 @@ def dsmr_markdown(fig_dir=None)->str:
             gpu = str(g.train_device.iloc[0]).startswith("cuda")
             t = pd.DataFrame({"seeds": gg.seed.nunique(), "ppl": gg.best_val_ppl.agg(lambda x: f"{x.mean():.2f} ± {x.std():.2f}" if len(x) > 1 else f"{x.mean():.2f}"),
                               "peak MB" if gpu else "MB added by training": gg["peak_mem_mb" if gpu else "peak_mem_delta_mb"].mean().round(1),
-                              "tokens/s": gg.tokens_per_s.mean().round(0)})
+                              "tokens/s": gg.tokens_per_s.mean().map(lambda x: f"{x:,.0f}")})
             if Rp is not None and len(rp := Rp[(Rp.profile == prof) & (Rp.corpus == corpus)]):
-                far = rp[rp.bucket.isin(REPEAT_BUCKETS_FAR)]
-                t["gain on repeats > 1 segment back (nats/token)"] = far.groupby("variant").gain.mean().reindex(t.index).map(lambda x: f"{x:+.3f}" if np.isfinite(x) else "-")
+                far = rp[rp.bucket.isin(REPEAT_BUCKETS_FAR)].assign(nll=lambda d: d.loss * d.tokens, nll_reset=lambda d: d.loss_reset * d.tokens)
+                f = far.groupby("variant")[["nll", "nll_reset", "tokens"]].sum()   # over the far buckets and seeds, per token
+                fmt = lambda x: f"{x:+.3f}" if np.isfinite(x) else "-"
+                t["own memory's use on repeats > 1 segment back"] = ((f.nll_reset - f.nll) / f.tokens).reindex(t.index).map(fmt)
+                if "none" in f.index:
+                    t["over no memory there (nats/token)"] = ((f.nll.loc["none"] / f.tokens.loc["none"]) - f.nll / f.tokens).reindex(t.index).map(fmt)
             out.append(f"**{prof}, {corpus}**\n\n" + _md(t.reset_index()))
         if S is not None and len(s := S[S.profile == prof]):
             s = s.iloc[0]
