@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_generate.ipynb #585c372f
 from __future__ import annotations
-import math
+import math, types
 from dataclasses import dataclass
 from typing import Callable
 import numpy as np
@@ -75,7 +75,7 @@ def _as_attr_table(attr_of, device):
 class Decoder:
     "KV-cached decoding from a MusicTransformer: prefill a prompt, then one token per step through the model's own blocks."
     def __init__(self,
-                 model:MusicTransformer, # the model (its weights are read at every step, never copied)
+                 model:MusicTransformer, # the model (its weights are read at every step; `compile` on CPU packs them, again when they change)
                  batch:int, # sequences decoded together (prompts of equal length)
                  max_len:int, # cache slots: prompt + new tokens, at most cfg.max_seq_len
                  mode:str='auto', # 'eager', 'static', 'compile', 'cuda_graph'; 'auto': cuda_graph on GPU, eager on CPU
@@ -104,7 +104,7 @@ class Decoder:
         with torch.no_grad():
             cos, sin = rope_cos_sin(torch.arange(max_len, device=self.device), cfg.head_dim, cfg.rope_base)  # (max_len, dh) each
             self.cos, self.sin = cos.to(p.dtype), sin.to(p.dtype)
-        self.length, self._fn, self._graph = 0, None, None
+        self.length, self._fn, self._graph, self._key = 0, None, None, None
         if mode != 'eager': self._buffers()
 
     @property
@@ -194,15 +194,27 @@ def _frozen(fn:Callable)->Callable:
         with inductor_config.patch(freezing=True, cpp_wrapper=True): return fn()
     return call
 
+def _own_code(obj, fn:Callable)->Callable:
+    "`fn` bound to `obj` through a copy of its code object: torch.compile keeps its graphs per code object, so this copy starts with none."
+    f = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    return types.MethodType(f, obj)
+
+@patch
+def _weights_key(self:Decoder)->tuple:
+    "Identity and version counter of every parameter: changes when a weight is replaced or modified in place."
+    return tuple((id(p), p._version) for p in self.model.parameters())
+
 @patch
 def _runner(self:Decoder,
             room:int, # free cache slots after the prompt
            )->Callable:
-    "What runs one fixed-shape step: the body, its compiled form, or a replay of its CUDA graph (captured once)."
+    "What runs one fixed-shape step: the body, its compiled form, or a replay of its CUDA graph (made again if the weights changed)."
+    key = self._weights_key()
+    if self._fn is not None and key != self._key: self._fn, self._graph = None, None  # a frozen or captured step would be stale
     if self._fn is None:
-        self._fn = self._body
+        self._fn, self._key = self._body, key
         if self.mode == 'compile' or self.compile_step:
-            self._fn = torch.compile(self._body, dynamic=False)
+            self._fn = torch.compile(_own_code(self, Decoder._body), dynamic=False)  # this decoder's own compiled graphs
             if self.device.type == 'cpu': self._fn = _frozen(self._fn)
     if self.mode != 'cuda_graph': return self._fn
     if self._graph is None:
