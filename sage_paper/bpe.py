@@ -13,8 +13,10 @@ import miditok
 import numpy as np
 import pandas as pd
 
-from .data import cache_dir, read_midi, MidiError, map_pieces
-from .tokenizer import TokenizerSpec, token_parts, merge_tracks
+from .core import map_pieces
+from .data import cache_dir, read_midi, MidiError
+from .data import merge_to_piano
+from .tokenizer import TokenizerSpec, token_parts
 
 # %% auto #0
 __all__ = ['HELDOUT', 'bar_words', 'view_words', 'train_ids_hash', 'bpe_cache_path', 'load_tokenizer', 'train_bpe',
@@ -28,7 +30,7 @@ def bar_words(tok, # a flat MidiTok tokenizer (its base vocabulary is used, trai
              ) -> list:
     "The base tokens of `score` as one string per bar, one character per token: what MidiTok's BPE learns from and encodes."
     if tok.is_multi_voc: raise ValueError(f"{type(tok).__name__} is pooled: BPE needs a flat tokenizer such as REMI")
-    if not tok.config.use_programs and len(score.tracks) > 1: score = merge_tracks(score)
+    if not tok.config.use_programs and len(score.tracks) > 1: score = merge_to_piano(score)
     seq = tok(score, encode_ids=False)
     if isinstance(seq, list):
         if len(seq) != 1: raise ValueError(f"expected one token stream, got {len(seq)}")

@@ -14,7 +14,7 @@ from .data import load_corpus, DEFAULT_COMPOSERS
 from .tokenizer import spec_for
 from .bpe import HELDOUT, view_words, train_bpe, encode_view, compression_stats
 from .evaluate import (TokenizedCorpus, LMConfig, train_lm, heldout_rows, heldout_bits_per_note, continuation_nmsi,
-                                 window_sampler)
+                                 window_sampler, curve_flattened)
 
 # %% auto #0
 __all__ = ['VIEWS', 'VIEW_STYLE', 'FIGURES', 'PROFILE_ORDER', 'BPEStudyConfig', 'view_manifest', 'words_corpus', 'study_view',
@@ -31,7 +31,7 @@ class BPEStudyConfig:
     seeds:tuple=(0,) # one model per seed and vocabulary
     composers:tuple|None=None # music21 composers; None: `data.DEFAULT_COMPOSERS`
     max_per_composer:int|None=10 # music21 works per composer; None: every work
-    velocities:bool|None=None # force Velocity tokens on (True) or off (False) in every view; None: each view's default
+    velocities:tuple=(None,) # Velocity-token settings to run: True (on in every view), False (off), None (each view's default)
     lm:LMConfig|None=field(default_factory=LMConfig) # the decoder and its budget; None: tokenization measures only
     n_prompts:int=8 # held-out pieces continued for NMSI (0: no continuations)
     prompt_bars:int=4 # bars of prompt
@@ -41,6 +41,7 @@ class BPEStudyConfig:
 
     def __post_init__(self):
         self.views, self.vocab_sizes, self.seeds = tuple(self.views), tuple(int(v) for v in self.vocab_sizes), tuple(self.seeds)
+        self.velocities = tuple(self.velocities) if isinstance(self.velocities, (tuple, list)) else (self.velocities,)
         if not self.views: raise ValueError("BPEStudyConfig.views is empty")
         if not self.vocab_sizes or min(self.vocab_sizes) < 0: raise ValueError(f"BPEStudyConfig.vocab_sizes={self.vocab_sizes}: need sizes >= 0")
         if not self.seeds: raise ValueError("BPEStudyConfig.seeds is empty")
@@ -64,15 +65,16 @@ def words_corpus(tok, # the view's tokenizer (base or BPE)
 def study_view(view:str, # corpus name
                cfg:BPEStudyConfig, # the study
                log=print, # called with one line per vocabulary and seed
+               velocities:bool|None=None, # Velocity tokens on, off, or the view's default (None)
               )->tuple: # (rows, piece rows)
     "Rows of measures per requested vocabulary size and seed of `view`, and per-piece rows (NLL, notes, NMSI)."
-    kw = {} if cfg.velocities is None else dict(velocities=cfg.velocities)
+    kw = {} if velocities is None else dict(velocities=velocities)
     spec = spec_for(view, "REMI", **kw)
     words = view_words(view_manifest(view, cfg), spec.build(), n_jobs=cfg.n_jobs)
     rows, pieces, done = [], [], {}
     for v in sorted(set(cfg.vocab_sizes)):
         t0 = time.time()
-        tok = train_bpe(spec, words, v, view + ("" if cfg.velocities is None else f"-vel{int(cfg.velocities)}"), cfg.cache)
+        tok = train_bpe(spec, words, v, view + ("" if velocities is None else f"-vel{int(velocities)}"), cfg.cache)
         if len(tok) in done:  # the data ran out of merges: the same tokenizer as a smaller request
             rows += [{**r, "vocab_size": v} for r in done[len(tok)]]; continue
         ids = encode_view(tok, words)
@@ -95,6 +97,7 @@ def study_view(view:str, # corpus name
                            seq_len=run.seq_len, steps=lm.steps, train_notes=lm.train_notes, n_params=run.model.num_params(),
                            train_seconds=run.seconds, d_model=lm.d_model, n_layer=lm.n_layer, notes_per_seq=lm.notes_per_seq,
                            batch_size=lm.batch_size)
+                row['val_flattened'], row['val_tail_gain'] = curve_flattened(run.history)  # None/NaN without a validation curve
                 nm = {}
                 if cfg.n_prompts:
                     r = continuation_nmsi(run.model, corpus, heldout_rows(corpus)[:cfg.n_prompts], cfg.prompt_bars, cfg.continuation_bars,
@@ -113,7 +116,7 @@ def bpe_study(cfg:BPEStudyConfig, # the study
               log=print, # progress lines (None: silent)
              )->tuple: # (rows DataFrame, per-piece DataFrame)
     "The BPE study: one row per (view, requested vocabulary size, seed) with changes against the base vocabulary, and per-piece rows."
-    out = [study_view(v, cfg, log) for v in cfg.views]
+    out = [study_view(v, cfg, log, vel) for vel in cfg.velocities for v in cfg.views]
     df = pd.DataFrame([r for rows, _ in out for r in rows])
     key = df.view + "|" + df.velocities.astype(str) + "|" + df.seed.astype(str)  # the same view, velocity setting and seed
     for c in ("bits_per_note", "nmsi", "tokens_per_note_heldout"):
@@ -195,7 +198,9 @@ def summary_table(df:pd.DataFrame, # rows of `bpe_study` (one profile)
                  )->pd.DataFrame:
     "One row per view: compression, held-out vocabulary use, cross-track merges and quality change at ~`mid` and the largest vocabulary."
     rows = []
-    for view, g in df.groupby("view", sort=False):
+    by_vel = "velocities" in df and df.groupby("view").velocities.nunique().max() > 1  # a view run both ways: one line per setting
+    for key, g in df.groupby(["view", "velocities"] if by_vel else "view", sort=False):
+        view = f"{key[0]}, velocities {'on' if key[1] else 'off'}" if by_vel else key
         big = g.vocab_size_actual.max()
         r = {"view": view, "largest vocab": int(big), "seeds": int(g.seed.nunique()) if "seed" in g else 1,
              "tokens/note base": _at(g, "tokens_per_note_heldout", g.vocab_size_actual.min()),

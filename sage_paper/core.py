@@ -4,11 +4,12 @@
 
 # %% ../nbs/00_core.ipynb #4441d5a6
 from __future__ import annotations
-import numbers, os, platform
+import numbers, os, pickle, platform, signal, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PACKAGES', 'repo_root', 'versions', 'device_info', 'is_int', 'check_ints']
+__all__ = ['PACKAGES', 'repo_root', 'versions', 'device_info', 'is_int', 'check_ints', 'WorkerCrash', 'map_isolated',
+           'map_pieces']
 
 # %% ../nbs/00_core.ipynb #d70c7d1d
 def repo_root(required:bool=False, # raise FileNotFoundError instead of returning None outside a clone
@@ -68,3 +69,148 @@ def check_ints(obj, # a config object (its class name prefixes the message), or 
             if v is None and k in optional: continue
             if not is_int(v) or v < lo:
                 raise ValueError(f"{owner}{k}={v!r}: must be {what}" + (" or None" if k in optional else ""))
+
+# %% ../nbs/00_core.ipynb #944345e8
+class WorkerCrash(RuntimeError):
+    "The result for an item whose worker process died on it (a crash in native code) or gave no result within the timeout."
+    def __init__(self, index:int, exitcode:int|None=None, timeout:float|None=None):
+        self.index, self.exitcode, self.timeout = index, exitcode, timeout
+        self.signal = -exitcode if exitcode is not None and exitcode < 0 else None
+        if timeout is not None: self.cause = f"no result within {timeout:g} s"
+        elif self.signal:
+            try: self.cause = f"signal {self.signal}: {signal.Signals(self.signal).name}"
+            except ValueError: self.cause = f"signal {self.signal}"
+        else: self.cause = f"exit code {exitcode}"
+        super().__init__(f"the worker process {'was stopped' if timeout is not None else 'died'} on item {index} ({self.cause})")
+    def __reduce__(self): return type(self), (self.index, self.exitcode, self.timeout)
+
+def _isolated_worker(fn, items, conn, max_items, parent):
+    "Runs in a forked worker: items of each chunk the parent sends, one message per item; leaves after a failure."
+    import faulthandler
+    faulthandler.disable()   # a crash is reported by the parent, once, not dumped here
+    done = 0
+    while True:
+        while not conn.poll(1.0):
+            if os.getppid() != parent: return   # the parent is gone: do not linger
+        chunk = conn.recv()
+        if chunk is None: return
+        for i in chunk:
+            try: r, failed = fn(items[i]), False
+            except Exception as e:
+                r, failed = e, True
+                try: pickle.loads(pickle.dumps(e))
+                except Exception: r = RuntimeError(f"{type(e).__name__}: {e}")   # an exception that cannot travel: its text does
+            try: conn.send((i, failed, r))
+            except Exception as e:   # a result that cannot be pickled
+                failed = True
+                conn.send((i, True, RuntimeError(f"item {i}: its result could not be sent back ({type(e).__name__}: {e})")))
+            done += 1
+            if failed or (max_items and done >= max_items):
+                conn.send("bye"); return   # a fresh worker takes the rest of the chunk
+        conn.send("done")
+
+def map_isolated(fn, # called on each item in a worker process; a closure is fine (workers are forked)
+                 items, # the items (they reach the workers by fork; results are pickled back)
+                 n_jobs:int|None=None, # worker processes; None: all cores
+                 desc:str|None=None, # a progress bar with this label; None: no bar
+                 chunksize:int=8, # items handed to a worker at a time
+                 timeout:float|None=None, # seconds a worker may spend on one item before it is stopped
+                 max_items_per_worker:int|None=None, # replace each worker after this many items (None: only after a failure)
+                 stop_on_error:bool=False, # raise the first exception (or WorkerCrash) instead of returning it
+                 on_result=None, # called in this process as on_result(index, result) as each item finishes
+                ) -> list:
+    "`fn` over `items` in forked worker processes: the results in order, an item's exception where `fn` raised, `WorkerCrash` where its worker died."
+    import multiprocessing as mp, warnings
+    from collections import deque
+    from multiprocessing.connection import wait
+    from types import SimpleNamespace
+    from tqdm.auto import tqdm
+    check_ints(dict(n_jobs=n_jobs, chunksize=chunksize, max_items_per_worker=max_items_per_worker),
+               positive=("n_jobs", "chunksize", "max_items_per_worker"), optional=("n_jobs", "max_items_per_worker"))
+    if timeout is not None and not timeout > 0: raise ValueError(f"timeout={timeout!r}: must be > 0 seconds or None")
+    items = list(items)
+    out, bar = [None] * len(items), tqdm(total=len(items), desc=desc, disable=desc is None)
+    def record(i, r):
+        out[i] = r; bar.update()
+        if on_result is not None: on_result(i, r)
+        if stop_on_error and isinstance(r, Exception): raise r
+    if not hasattr(os, "fork"):   # Windows: in this process, without the protection
+        for i, x in enumerate(items):
+            try: r = fn(x)
+            except Exception as e: r = e
+            record(i, r)
+        bar.close(); return out
+    n = min(n_jobs or os.cpu_count() or 1, len(items))
+    todo = deque(list(range(s, min(s + chunksize, len(items)))) for s in range(0, len(items), chunksize))
+    workers, parent = [], os.getpid()
+    def give(w):   # the next chunk, or stop
+        w.chunk, w.since = deque(todo.popleft() if todo else ()), time.monotonic()
+        try: w.conn.send(list(w.chunk) if w.chunk else None)
+        except OSError: pass   # it died meanwhile: seen below
+    def start():
+        a, b = mp.Pipe()
+        for f in (sys.stdout, sys.stderr): f.flush()
+        pid = os.fork()
+        if pid == 0:   # the worker: it never returns into the caller's code
+            code = 1
+            try: a.close(); _isolated_worker(fn, items, b, max_items_per_worker, parent); code = 0
+            finally:
+                try: sys.stdout.flush(); sys.stderr.flush()
+                finally: os._exit(code)
+        b.close()
+        w = SimpleNamespace(pid=pid, conn=a, chunk=deque(), bye=False, eof=False, since=time.monotonic(), exitcode=None)
+        workers.append(w); give(w)
+    def reap(w, block=False):   # its exit code (negative: the signal), or None while it runs
+        if w.exitcode is None:
+            pid, status = os.waitpid(w.pid, 0 if block else os.WNOHANG)
+            if pid: w.exitcode = os.waitstatus_to_exitcode(status)
+        return w.exitcode
+    def drain(w):
+        while not w.eof:
+            try:
+                if not w.conn.poll(): return
+                msg = w.conn.recv()
+            except (EOFError, OSError): w.eof = True; return   # it has exited, maybe in the middle of a message
+            if msg == "done": give(w)
+            elif msg == "bye": w.bye = True
+            else:
+                i, _, r = msg
+                w.chunk.remove(i); w.since = time.monotonic(); record(i, r)
+    def retire(w, crash=None):
+        reap(w, block=True); w.conn.close(); workers.remove(w)
+        rest = list(w.chunk)
+        if rest and not w.bye:   # died on its current item: that item is reported, the rest retried
+            record(rest[0], crash or WorkerCrash(rest[0], w.exitcode)); rest = rest[1:]
+        if rest: todo.appendleft(rest)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # Python 3.12 warns on fork in a threaded process (Jupyter's kernel)
+            while todo or any(w.chunk for w in workers):
+                while todo and sum(1 for w in workers if not w.bye) < n: start()
+                now = time.monotonic()
+                wait([w.conn for w in workers], min([1.0] + [max(0.0, w.since + timeout - now) for w in workers if timeout and w.chunk]))
+                for w in list(workers):
+                    drain(w)
+                    if w.eof or reap(w) is not None: drain(w); retire(w)
+                    elif timeout and w.chunk and time.monotonic() - w.since > timeout:
+                        os.kill(w.pid, signal.SIGKILL); reap(w, block=True); drain(w)
+                        retire(w, WorkerCrash(w.chunk[0], timeout=timeout) if w.chunk else None)
+    finally:
+        for w in workers:
+            if reap(w) is None: os.kill(w.pid, signal.SIGKILL)
+            reap(w, block=True); w.conn.close()
+        bar.close()
+    return out
+
+def map_pieces(fn, # called on each item; a closure is fine (it reaches the workers by fork, not by pickling)
+               items, # the pieces: manifest rows as dicts, paths, ... (they reach the workers by fork)
+               n_jobs:int|None=1, # worker processes; None: all cores; 1: in this process
+               desc:str|None=None, # a progress bar with this label; None: no bar
+               chunksize:int=4, # items per task sent to a worker
+              ) -> list:
+    "`[fn(x) for x in items]` in order, over `n_jobs` forked processes where the platform can fork; an exception or a dead worker stops it."
+    from tqdm.auto import tqdm
+    items = list(items)
+    n = min(n_jobs or os.cpu_count() or 1, len(items))
+    if n <= 1: return [fn(x) for x in tqdm(items, desc=desc, disable=desc is None)]
+    return map_isolated(fn, items, n, desc, chunksize, stop_on_error=True)

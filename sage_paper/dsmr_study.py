@@ -7,21 +7,26 @@ from __future__ import annotations
 import json, math, sys, time
 from dataclasses import asdict
 from pathlib import Path
+import numpy as np
+import pandas as pd
 import torch
 from .model import ModelConfig, MusicTransformer
 from .train import Trainer, TrainConfig, seed_everything, resolve_amp
 from .recurrence import MemoryConfig, RecurrentLM, PieceStreams, StreamLoss, context_utilization
-from .evaluate import PeakMemory, StepClock
+from .evaluate import PeakMemory, StepClock, repeat_losses
 
 # %% auto #0
-__all__ = ['run_variant', 'main']
+__all__ = ['run_variant', 'main', 'split_bars', 'control_pieces', 'scale_features', 'fit_cost_model', 'predict_cost']
 
 # %% ../nbs/16_dsmr_study.ipynb #6b6a5801
 def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, batch, val_batch, seg_len, distances, ...
                )->dict: # metrics, history and context-utilization rows
     "Train one recurrent variant on streamed pieces, evaluate it, measure peak memory and throughput."
     torch.set_num_threads(spec.get('threads', 1))
-    data = torch.load(spec['data'], weights_only=False)
+    if 'synthetic' in spec:  # random tokens: for the scale sweep, where only memory and time matter
+        g, sy = torch.Generator().manual_seed(0), spec['synthetic']
+        data = {'train': [torch.randint(1, sy['vocab'], (sy['length'],), generator=g) for _ in range(2 * spec['batch'])], 'valid': []}
+    else: data = torch.load(spec['data'], weights_only=False)
     tcfg = TrainConfig(**spec['train'])
     seed_everything(tcfg.seed)
     mcfg, mem = ModelConfig(**spec['model']), MemoryConfig(**spec['memory'])
@@ -29,7 +34,8 @@ def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, b
     attr = data.get('attr_table') if mcfg.attention == 'askvhs' else None
     T = spec['seg_len']
     train = PieceStreams(data['train'], spec['batch'], T, attr, seed=tcfg.seed)
-    val = list(PieceStreams(data['valid'], spec['val_batch'], T, attr, shuffle=False, loop=False, max_len=spec.get('val_max_len')))
+    measure_only = spec.get('measure_only', False)
+    val = None if measure_only else list(PieceStreams(data['valid'], spec['val_batch'], T, attr, shuffle=False, loop=False, max_len=spec.get('val_max_len')))
     clock = StepClock()
     trainer = Trainer(rlm, train.batch_at, tcfg, loss_fn=StreamLoss(), val_batches=val, eval_loss_fn=StreamLoss(), callbacks=[clock])
     dev = trainer.device
@@ -37,19 +43,26 @@ def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, b
         t0 = time.perf_counter()
         hist = trainer.fit()
         wall = time.perf_counter() - t0
-    rows = [r for r in hist if r['val_loss'] is not None]
     tps, tps_cpu = clock.throughput(spec['batch'] * T)
     amp = resolve_amp(tcfg.amp, dev)
-    cu = context_utilization(rlm, val, spec['distances'], amp=amp)
     dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(amp, torch.float32)
     state = trainer.loss_fn.state
-    return dict(name=spec['name'], horizons='/'.join(map(str, rlm.horizons)), budget=sum(rlm.horizons),
-                kv_rank=mcfg.kv_rank, attention=mcfg.attention, n_kv_head=mcfg.n_kv_head,
-                memory_bytes=rlm.memory_bytes(dtype), state_bytes_measured=trainer.loss_fn.max_nbytes // state.batch if state else 0,
-                best_val_loss=min(r['val_loss'] for r in rows), best_val_ppl=math.exp(min(r['val_loss'] for r in rows)),
-                final_train_loss=hist[-1]['train_loss'], peak_mem_mb=pm.peak_mb, peak_mem_delta_mb=pm.added_mb,
-                tokens_per_s=tps, tokens_per_cpu_s=tps_cpu if dev.type == 'cpu' else float('nan'), train_s=wall,
-                params=sum(p.numel() for p in rlm.parameters()), device=str(dev), amp=amp, history=hist, utilization=cu.to_dict('records'))
+    out = dict(name=spec['name'], horizons='/'.join(map(str, rlm.horizons)), budget=sum(rlm.horizons),
+               kv_rank=mcfg.kv_rank, attention=mcfg.attention, n_kv_head=mcfg.n_kv_head,
+               memory_bytes=rlm.memory_bytes(dtype), state_bytes_measured=trainer.loss_fn.max_nbytes // state.batch if state else 0,
+               final_train_loss=hist[-1]['train_loss'], peak_mem_mb=pm.peak_mb, peak_mem_delta_mb=pm.added_mb,
+               tokens_per_s=tps, tokens_per_cpu_s=tps_cpu if dev.type == 'cpu' else float('nan'), train_s=wall,
+               params=sum(p.numel() for p in rlm.parameters()), device=str(dev), amp=amp, history=hist)
+    if measure_only: return out
+    rows = [r for r in hist if r['val_loss'] is not None]
+    out.update(best_val_loss=min(r['val_loss'] for r in rows), best_val_ppl=math.exp(min(r['val_loss'] for r in rows)),
+               utilization=context_utilization(rlm, val, spec['distances'], amp=amp).to_dict('records'))
+    if 'is_bar' in data and spec.get('repeats', True):  # the repeat-aware diagnostic on the held-out pieces, with and without memory
+        kw = dict(batch=spec['val_batch'], attr_table=attr)
+        ho = [p for p in data['valid'] if len(p) >= 2]
+        with_mem, reset = (repeat_losses(rlm, np.asarray(data['is_bar']), ho, T, max_memory=m, **kw) for m in (None, 0))
+        out['repeats'] = with_mem.assign(nll_reset=reset.nll).to_dict('records')
+    return out
 
 def main(argv=None):
     "python -m sage_paper.dsmr_study SPEC.json OUT.json: train one variant in this (fresh) process."
@@ -61,3 +74,65 @@ def main(argv=None):
 # %% ../nbs/16_dsmr_study.ipynb #befcc3a2
 #| eval: false
 if __name__ == "__main__" and "ipykernel" not in sys.modules: main()   # not when run in Jupyter
+
+# %% ../nbs/16_dsmr_study.ipynb #b4f1db00
+def split_bars(ids:np.ndarray, # one piece's flat token ids
+               is_bar:np.ndarray, # `evaluate.bar_token_table(tok)`
+              )->list: # token arrays, one per bar (the tokens before the first bar are dropped)
+    "The bars of a token stream, each from its Bar token to before the next."
+    ids = np.asarray(ids, dtype=np.int64)
+    starts = np.flatnonzero(is_bar[ids])
+    return [ids[a:b] for a, b in zip(starts, np.append(starts[1:], len(ids))) if b - a > 1]
+
+def control_pieces(bars:list, # whole bars of real music (`split_bars`)
+                   n:int, # pieces
+                   seg_len:int, # segment length T
+                   phrase_bars:int=4, # bars of the phrase that returns
+                   returns:int=3, # how many times it returns
+                   fill_segments:tuple=(1, 3), # each filler spans a uniform random number of segments in this range
+                   seed:int=0, # generator seed
+                  )->list: # n token arrays
+    "Pieces of real bars in which a phrase returns exactly after fillers of `fill_segments` segments."
+    rng, out = np.random.default_rng(seed), []
+    pick = lambda k: [bars[i] for i in rng.integers(0, len(bars), k)]
+    for _ in range(n):
+        phrase, parts = pick(phrase_bars), []
+        parts += phrase
+        for _ in range(returns):
+            want, fill = rng.uniform(*fill_segments) * seg_len, []
+            while sum(map(len, fill)) < want: fill += pick(1)
+            parts += fill + phrase
+        out.append(np.concatenate(parts))
+    return out
+
+# %% ../nbs/16_dsmr_study.ipynb #58972d03
+def scale_features(horizons, # (L,) memory horizon of every layer
+                   batch:int, # B streams
+                  )->dict:
+    "The two numbers the cost model uses: streams B and memory positions B·Σm_l."
+    return dict(streams=float(batch), positions=float(batch * np.sum(horizons)))
+
+def fit_cost_model(df:pd.DataFrame, # measured rows with streams, positions, peak_mem_mb, ms_per_step
+                  )->dict: # {'peak_mem_mb': coefficients (c0, c1, c2), 'ms_per_step': (t0, t1, t2)}
+    "Non-negative least squares of peak memory and step time on (1, streams, positions)."
+    X = np.column_stack([np.ones(len(df)), df.streams, df.positions]).astype(np.float64)
+    scale = X.max(0); scale[scale == 0] = 1
+    Xs = X / scale
+    def nnls(y):  # three coefficients: the best non-negative fit over every subset of the columns
+        best = (np.inf, np.zeros(3))
+        for mask in range(1, 8):
+            cols = [j for j in range(3) if mask >> j & 1]
+            c = np.linalg.lstsq(Xs[:, cols], y, rcond=None)[0]
+            if (c < 0).any(): continue
+            full = np.zeros(3); full[cols] = c
+            r = float(((Xs @ full - y) ** 2).sum())
+            if r < best[0] - 1e-12 * max(1.0, abs(best[0]) if np.isfinite(best[0]) else 1.0): best = (r, full)
+        return best[1] / scale
+    return {y: nnls(df[y].to_numpy(dtype=np.float64)) for y in ("peak_mem_mb", "ms_per_step")}
+
+def predict_cost(model:dict, # from `fit_cost_model`
+                 feats:dict, # from `scale_features`
+                )->dict:
+    "Modelled peak memory (MB) and step time (ms) of a configuration."
+    x = np.array([1.0, feats["streams"], feats["positions"]])
+    return {y: float(c @ x) for y, c in model.items()}

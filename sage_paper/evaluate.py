@@ -11,19 +11,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from .core import check_ints
-from .data import read_midi, MidiError, map_pieces, piece_hash
+import torch.nn.functional as F
+from .core import check_ints, map_pieces
+from .data import read_midi, MidiError, piece_hash
 from .tokenizer import encode, decode, token_parts, attribute_types, grammar_for
 from .metrics import nmsi, notes_array, bits_per_note
 from .model import ModelConfig, MusicTransformer
 from .train import TrainConfig, Trainer, evaluate as evaluate_nll, lm_loss, seed_everything, autocast, resolve_amp, to_device
 from .generate import generate, SamplingConfig
+from .recurrence import RecurrentLM, PieceStreams
 
 # %% auto #0
-__all__ = ['HELDOUT', 'TokenizedCorpus', 'tokenize_corpus', 'piece_stream', 'window_batches', 'heldout_windows', 'LMConfig',
-           'seq_len_for', 'model_config', 'LMRun', 'heldout_rows', 'train_lm', 'piece_nll', 'heldout_bits_per_note',
-           'token_bars', 'continuation_notes', 'prompt_and_reference', 'window_sampler', 'continuation_nmsi',
-           'bootstrap_ci', 'curve_flattened', 'PeakMemory', 'StepClock']
+__all__ = ['HELDOUT', 'REPEAT_BUCKETS', 'BOOT_STATS', 'TokenizedCorpus', 'tokenize_corpus', 'piece_stream', 'window_batches',
+           'heldout_windows', 'LMConfig', 'seq_len_for', 'model_config', 'LMRun', 'heldout_rows', 'train_lm',
+           'piece_nll', 'heldout_bits_per_note', 'bar_token_table', 'token_bars', 'continuation_notes',
+           'prompt_and_reference', 'window_sampler', 'continuation_nmsi', 'bar_lines', 'repeated_bars', 'token_repeats',
+           'repeat_bucket', 'stream_token_nll', 'repeat_losses', 'bootstrap', 'bootstrap_ci', 'curve_flattened',
+           'PeakMemory', 'StepClock']
 
 # %% ../nbs/10_evaluate.ipynb #47540788
 HELDOUT = ("valid", "test")   # the splits that models (and BPE) never learn from
@@ -252,6 +256,12 @@ def heldout_bits_per_note(model:MusicTransformer, # a trained decoder
     return dict(bits_per_note=bits_per_note(nll.sum(), int(notes.sum())), piece_nll=nll, piece_notes=notes)
 
 # %% ../nbs/10_evaluate.ipynb #f7bc83bf
+def bar_token_table(tok, # a flat tokenizer (REMI/TSD, with or without BPE)
+                   )->np.ndarray: # (V,) bool
+    "For every token id, whether it opens a bar (holds a `Bar` token)."
+    if tok.is_multi_voc: raise ValueError(f"bar_token_table: {type(tok).__name__} is pooled; use a flat tokenizer")
+    return np.array(["Bar_None" in p for p in token_parts(tok)])
+
 def token_bars(tok, # the tokenizer of `ids`
                ids:np.ndarray, # (N,) flat or (N, F) pooled ids
               )->np.ndarray: # (N,) the bar of every token; -1 before the first bar
@@ -259,8 +269,7 @@ def token_bars(tok, # the tokenizer of `ids`
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) == 0: return np.zeros(0, dtype=np.int64)
     if not tok.is_multi_voc:
-        is_bar = np.array(["Bar_None" in p for p in token_parts(tok)])
-        return np.cumsum(is_bar[ids]) - 1
+        return np.cumsum(bar_token_table(tok)[ids]) - 1
     kind, vt = type(tok).__name__, tok.vocab_types_idx
     if kind == "CPWord": return np.cumsum(ids[:, vt["Bar"]] == tok.vocab[vt["Bar"]]["Bar_None"]) - 1
     if kind == "Octuple":
@@ -354,39 +363,146 @@ def continuation_nmsi(model:MusicTransformer, # a trained decoder for `corpus.to
     se = float(s.std(ddof=1) / math.sqrt(len(s))) if len(s) > 1 else float("nan")
     return dict(nmsi=float(s.mean()), nmsi_se=se, n_continuations=len(s), piece_nmsi=scores)
 
+# %% ../nbs/10_evaluate.ipynb #33fcb783
+def bar_lines(score, # a symusic Score (ticks)
+             ) -> np.ndarray:
+    "The start tick of every bar of `score`, from its time signatures (4/4 before the first), up to its end."
+    end = max(int(score.end()), 1)
+    sigs = {0: (4, 4)}
+    for ts in score.time_signatures:
+        if ts.numerator > 0 and ts.denominator > 0: sigs[int(ts.time)] = (ts.numerator, ts.denominator)
+    times = sorted(t for t in sigs if t < end)
+    starts = []
+    for k, t in enumerate(times):
+        num, den = sigs[t]
+        starts.extend(range(t, times[k + 1] if k + 1 < len(times) else end, max(1, round(score.tpq * 4 * num / den))))
+    return np.array(starts, dtype=np.int64)
+
+def repeated_bars(score, # a symusic Score (ticks)
+                 ) -> pd.DataFrame:
+    "One row per bar: bar, start_tick, end_tick, notes, and source_bar, the most recent earlier bar with exactly the same notes (or -1)."
+    starts = bar_lines(score)
+    ends = np.append(starts[1:], max(int(score.end()), starts[-1] + 1))
+    cols = []
+    for ti, tr in enumerate(score.tracks):
+        a = tr.notes.numpy()
+        if len(a["time"]): cols.append(np.stack([np.full(len(a["time"]), ti), a["time"], a["pitch"], a["duration"]], 1).astype(np.int64))
+    m = np.concatenate(cols) if cols else np.zeros((0, 4), np.int64)
+    bar = np.clip(np.searchsorted(starts, m[:, 1], side="right") - 1, 0, None)
+    rows = np.stack([bar, m[:, 0], m[:, 1] - starts[bar], m[:, 2], m[:, 3]], 1)   # bar, track, onset in bar, pitch, duration
+    rows = rows[np.lexsort(rows.T[::-1])]
+    bounds = np.searchsorted(rows[:, 0], np.arange(len(starts) + 1))
+    last, source = {}, []
+    for b in range(len(starts)):
+        key = rows[bounds[b]:bounds[b + 1], 1:].tobytes()
+        source.append(last.get(key, -1) if key else -1)
+        if key: last[key] = b
+    return pd.DataFrame(dict(bar=np.arange(len(starts)), start_tick=starts, end_tick=ends,
+                             notes=np.diff(bounds), source_bar=source))
+
+# %% ../nbs/10_evaluate.ipynb #992e7d92
+REPEAT_BUCKETS = ("< 1 segment", "1-2 segments", "2-4 segments", "> 4 segments")
+
+def token_repeats(is_bar:np.ndarray, # `bar_token_table(tok)`
+                  ids:np.ndarray, # one piece's token ids
+                 )->pd.DataFrame: # one row per bar: bar, start, end (token indices), source_bar, distance (tokens; -1)
+    "Each bar of a token stream, and the most recent earlier bar with exactly the same tokens (-1 if none, or if it is empty)."
+    ids = np.asarray(ids, dtype=np.int64)
+    starts = np.flatnonzero(is_bar[ids]) if len(ids) else np.zeros(0, np.int64)
+    ends = np.append(starts[1:], len(ids)).astype(np.int64)
+    last, rows = {}, []
+    for b, (st, en) in enumerate(zip(starts, ends)):
+        key = ids[st:en].tobytes()
+        src = last.get(key, -1) if en - st > 1 else -1  # a bar with nothing but its Bar token repeats nothing
+        rows.append((b, st, en, src, st - starts[src] if src >= 0 else -1))
+        if en - st > 1: last[key] = b
+    return pd.DataFrame(rows, columns=["bar", "start", "end", "source_bar", "distance"])
+
+def repeat_bucket(distance:int, # tokens back to the source (>= 1)
+                  seg_len:int, # the segment length T
+                 )->str:
+    "The distance bucket of a repeat, in segments: one of REPEAT_BUCKETS."
+    k = distance / seg_len
+    return REPEAT_BUCKETS[0] if k < 1 else REPEAT_BUCKETS[1] if k < 2 else REPEAT_BUCKETS[2] if k < 4 else REPEAT_BUCKETS[3]
+
+# %% ../nbs/10_evaluate.ipynb #df57bbaa
+@torch.no_grad()
+def stream_token_nll(rlm:RecurrentLM, # a trained recurrent model (flat tokens)
+                     pieces:list, # token ids of whole pieces, each at least 2 tokens
+                     seg_len:int, # segment length T
+                     batch:int=4, # streams
+                     attr_table=None, # attribute id per token id (AS-KVHS)
+                     max_memory:int|None=None, # cap every layer's memory at evaluation (None: the model's horizons)
+                    )->list: # per piece, the NLL (nats) of each of its tokens after the first
+    "Stream whole pieces through a recurrent model and keep the loss of every token."
+    if any(len(p) < 2 for p in pieces): raise ValueError("stream_token_nll: every piece needs at least 2 tokens")
+    ps = PieceStreams(pieces, batch, seg_len, attr_table, shuffle=False, loop=False)
+    out, state, dev = [np.zeros(len(p) - 1) for p in ps.pieces], None, next(rlm.parameters()).device
+    was = rlm.training; rlm.eval()
+    try:
+        for s in range(len(ps)):
+            b = to_device(ps.batch_at(s), dev)
+            tok, attr = b['tokens'], b.get('attr')
+            logits, state = rlm(tok[:, :-1], None if attr is None else attr[:, :-1], state=state, reset=b['reset'], max_memory=max_memory)
+            nll = F.cross_entropy(logits.transpose(1, 2).float(), tok[:, 1:], reduction='none').cpu().numpy()  # (B, V, T) -> (B, T)
+            for k, where in enumerate(ps.segments_at(s)):
+                if where is None: continue
+                p, seg = where
+                n = min(seg_len, len(out[p]) - seg * seg_len)
+                out[p][seg * seg_len: seg * seg_len + n] = nll[k, :n]
+    finally: rlm.train(was)
+    return out
+
+def repeat_losses(rlm:RecurrentLM, # a trained recurrent model over flat tokens
+                  is_bar:np.ndarray, # `bar_token_table(tok)` of its tokenizer
+                  pieces:list, # held-out pieces' token ids
+                  seg_len:int, # segment length T
+                  **kw, # `stream_token_nll` options: batch, attr_table, max_memory
+                 )->pd.DataFrame: # one row per piece and bucket: nll (sum, nats), tokens
+    "Loss summed over the tokens of repeated bars, per distance bucket, and over every other token, piece by piece."
+    rows = []
+    for p, (ids, nll) in enumerate(zip(pieces, stream_token_nll(rlm, pieces, seg_len, **kw))):
+        label = np.full(len(ids), "other", dtype=object)
+        for r in token_repeats(is_bar, ids).query("source_bar >= 0").itertuples():
+            label[r.start + 1:r.end] = repeat_bucket(r.distance, seg_len)  # the bar's content (its first token only opens it)
+        target = label[1:]  # nll[j] is the loss of token j + 1
+        rows += [dict(piece=p, bucket=b, nll=float(nll[target == b].sum()), tokens=int((target == b).sum()))
+                 for b in (*REPEAT_BUCKETS, "other")]
+    return pd.DataFrame(rows)
+
 # %% ../nbs/10_evaluate.ipynb #bb0e1146
+def bootstrap(stat, # stat(*mats) -> float, called on the matrices and on every resample of them
+              *mats, # (S_i, P) or (P,) per-piece values (one row per seed); every matrix scores the same P pieces
+              n_boot:int=2000, # bootstrap resamples
+              level:float=0.95, # interval coverage
+              seed:int=0, # resampling seed
+             )->tuple: # (estimate, low, high)
+    "Estimate and percentile interval of `stat`: pieces resampled together across the matrices (paired), seeds within each."
+    Ms = [np.atleast_2d(np.asarray(m, dtype=np.float64)) for m in mats]
+    P = Ms[0].shape[1]
+    if any(m.shape[1] != P for m in Ms): raise ValueError(f"every matrix must score the same pieces: {[m.shape[1] for m in Ms]}")
+    est, rng, boot = stat(*Ms), np.random.default_rng(seed), np.empty(n_boot)
+    for k in range(n_boot):
+        cols = rng.integers(0, P, P)  # the same pieces for every variant
+        boot[k] = stat(*[m[rng.integers(0, len(m), len(m))][:, cols] for m in Ms])  # each variant's seeds on their own
+    lo, hi = np.nanquantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return float(est), float(lo), float(hi)
+
+BOOT_STATS = {'ratio': lambda A, B: B.sum(1).mean() / A.sum(1).mean() - 1, 'diff': lambda A, B: B.mean() - A.mean(),
+              'mean': lambda A: A.mean(), 'total_ratio': lambda A, D: A.sum(1).mean() / D.sum()}
+
 def bootstrap_ci(a, # (S, P) or (P,): per-piece values of variant a, one row per seed
                  b=None, # (S', P) the same pieces for variant b, or None
                  stat:str='ratio', # 'ratio', 'diff', 'mean' or 'total_ratio'
                  den=None, # (P,) denominators for 'total_ratio' (e.g. notes per piece)
-                 n_boot:int=2000, # bootstrap resamples
-                 level:float=0.95, # interval coverage
-                 seed:int=0, # resampling seed
+                 **kw, # n_boot, level, seed of `bootstrap`
                 )->tuple: # (estimate, low, high)
-    "Estimate and percentile interval of a statistic, resampling pieces (paired across a and b) and seeds (per variant)."
-    A = np.atleast_2d(np.asarray(a, dtype=np.float64))
-    B = None if b is None else np.atleast_2d(np.asarray(b, dtype=np.float64))
-    if B is not None and B.shape[1] != A.shape[1]: raise ValueError(f"a and b must score the same pieces: {A.shape[1]} vs {B.shape[1]}")
-    if stat in ('ratio', 'diff') and B is None: raise ValueError(f"stat={stat!r} compares two variants: pass b")
+    "The common statistics through `bootstrap`: relative change of totals ('ratio'), difference of means, mean, total / den."
+    if stat not in BOOT_STATS: raise ValueError(f"stat={stat!r}: choose one of {list(BOOT_STATS)}")
+    if stat in ('ratio', 'diff') and b is None: raise ValueError(f"stat={stat!r} compares two variants: pass b")
     if stat == 'total_ratio' and den is None: raise ValueError("stat='total_ratio' needs den (e.g. notes per piece)")
-    D = None if den is None else np.asarray(den, dtype=np.float64)
-    def f(A, B, cols):
-        if stat == 'ratio': return B[:, cols].sum(1).mean() / A[:, cols].sum(1).mean() - 1
-        if stat == 'diff': return B[:, cols].mean() - A[:, cols].mean()
-        if stat == 'mean': return A[:, cols].mean()
-        if stat == 'total_ratio': return A[:, cols].sum(1).mean() / D[cols].sum()
-        raise ValueError(f"stat={stat!r}: choose 'ratio', 'diff', 'mean' or 'total_ratio'")
-    P = A.shape[1]
-    est = f(A, B, np.arange(P))
-    rng = np.random.default_rng(seed)
-    boot = np.empty(n_boot)
-    for k in range(n_boot):
-        cols = rng.integers(0, P, P)  # the same pieces for both variants
-        a_ = A[rng.integers(0, len(A), len(A))]
-        b_ = None if B is None else B[rng.integers(0, len(B), len(B))]
-        boot[k] = f(a_, b_, cols)
-    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return float(est), float(lo), float(hi)
+    mats = (a,) if stat == 'mean' else (a, b) if stat in ('ratio', 'diff') else (a, den)
+    return bootstrap(BOOT_STATS[stat], *mats, **kw)
 
 # %% ../nbs/10_evaluate.ipynb #6de7a589
 def curve_flattened(history:list, # the trainer's rows (with 'val_loss' where it was evaluated)

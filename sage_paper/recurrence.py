@@ -225,17 +225,24 @@ class PieceStreams:
             self.starts[b].append(self.free[b]); self.ids[b].append(p)
             self.free[b] += self.n_seg[p]
 
+    def segments_at(self, step:int)->list:
+        "(piece index, segment index) of every stream at `step`, or None for an idle stream."
+        if self.loop: self._deal(step)
+        out = []
+        for b in range(self.B):
+            i = bisect.bisect_right(self.starts[b], step) - 1
+            p, seg = (self.ids[b][i], step - self.starts[b][i]) if i >= 0 else (None, 0)
+            out.append(None if p is None or seg >= self.n_seg[p] else (p, seg))  # one pass: a stream past its last piece idles
+        return out
+
     def batch_at(self, step:int)->dict:
         "The batch of one step: {'tokens': (B, T+1[, F]), 'reset': (B,), 'attr': (B, T+1) if attr_table}."
-        if self.loop: self._deal(step)
         p0 = self.pieces[0]
         tokens = torch.zeros(self.B, self.T + 1, *p0.shape[1:], dtype=torch.long)  # pad id 0
         reset = torch.ones(self.B, dtype=torch.bool)
-        for b in range(self.B):
-            i = bisect.bisect_right(self.starts[b], step) - 1
-            if i < 0: continue
-            p, seg = self.ids[b][i], step - self.starts[b][i]
-            if seg >= self.n_seg[p]: continue  # one pass: this stream is idle
+        for b, where in enumerate(self.segments_at(step)):
+            if where is None: continue
+            p, seg = where
             chunk = self.pieces[p][seg * self.T: seg * self.T + self.T + 1]
             tokens[b, :len(chunk)], reset[b] = chunk, seg == 0
         out = {'tokens': tokens, 'reset': reset}

