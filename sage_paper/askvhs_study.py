@@ -14,7 +14,7 @@ from .tokenizer import spec_for
 from .model import ModelConfig, MusicTransformer
 from .generate import Decoder, SamplingConfig
 from .evaluate import (LMConfig, tokenize_corpus, train_lm, heldout_rows, heldout_bits_per_note, continuation_nmsi,
-                                 window_sampler, curve_flattened, PeakMemory)
+                                 window_sampler, PeakMemory)
 
 # %% auto #0
 __all__ = ['VARIANTS', 'POOLED_VARIANTS', 'OUR_MODES', 'BENCH_MODES', 'DTYPES', 'QUALITY_VARIANTS', 'DecodeBenchConfig',
@@ -49,6 +49,7 @@ class DecodeBenchConfig:
     variants:tuple=tuple(VARIANTS) # keys of VARIANTS or POOLED_VARIANTS
     modes:tuple=('ours_eager', 'ours_compiled', 'hf_generate_dynamic', 'hf_generate_static') # see BENCH_MODES
     dtypes:tuple=('float32', 'bfloat16') # parameter and cache dtypes of the comparison
+    large_batch_runs:tuple|None=None # 'mode/dtype' pairs run at batches > 1 (None: every mode in every dtype)
     hf_variants:tuple|None=None # variants that also get the Hugging Face modes (None: every one with a LLaMA twin)
     contexts:tuple=() # context sweep: tokens cached before the timed ones (empty: no sweep)
     sweep_batches:tuple=(1, 64) # batch sizes of the sweep
@@ -74,10 +75,19 @@ class DecodeBenchConfig:
             vals = {f'{name}[{i}]': v for i, v in enumerate(getattr(self, name))}
             check_ints(vals, positive=tuple(vals))
         if len(self.sweep_new_tokens) != 2: raise ValueError(f"sweep_new_tokens={self.sweep_new_tokens}: (usual, large) token counts")
+        if self.large_batch_runs is not None:
+            self.large_batch_runs = tuple(self.large_batch_runs)
+            bad = [r for r in self.large_batch_runs if r.partition('/')[0] not in self.modes or r.partition('/')[2] not in self.dtypes]
+            if bad: raise ValueError(f"large_batch_runs {bad}: 'mode/dtype' with a mode of `modes` and a dtype of `dtypes`")
         if self.hf_variants is not None:
             bad = [v for v in self.hf_variants if v not in self.variants]
             if bad: raise ValueError(f"hf_variants {bad}: not among variants {self.variants}")
             self.hf_variants = tuple(self.hf_variants)
+
+    def runs(self, batch:int, dtype:str)->tuple:
+        "The modes of the comparison run at `batch` in `dtype`."
+        if batch == 1 or self.large_batch_runs is None: return self.modes
+        return tuple(m for m in self.modes if f"{m}/{dtype}" in self.large_batch_runs)
 
     def sweep_tokens(self, batch:int, context:int)->int:
         "Tokens timed in the sweep row of `batch` sequences after `context` cached tokens."
@@ -193,8 +203,9 @@ def _time_group(runs:dict, n:int, repeats:int, dev)->tuple:
             with torch.inference_mode():
                 run = make()
                 if run is None: continue
-                y = run(min(n, 8)); _sync(dev)  # compiles, captures, allocates
-                if y.shape[1] != min(n, 8): raise RuntimeError(f"{mode} returned {y.shape[1]} tokens, not {min(n, 8)}")
+                k = n if (mode == 'hf_generate_static' and dev.type == 'cuda') else min(n, 8)  # HF's static cache compiles per length on GPU
+                y = run(k); _sync(dev)  # compiles, captures, allocates
+                if y.shape[1] != k: raise RuntimeError(f"{mode} returned {y.shape[1]} tokens, not {k}")
                 ok[mode] = run
         except Exception as e: err[mode] = f"{type(e).__name__}: {e}"[:300]
     for _ in range(repeats):
@@ -267,16 +278,19 @@ def decode_benchmark(cfg:DecodeBenchConfig, # what to measure
         for name in cfg.variants:  # the comparison with Hugging Face, whole calls
             for dname in cfg.dtypes:
                 dtype = getattr(torch, dname)
+                if not any(cfg.runs(B, dname) for B in cfg.batches): continue
                 model = build(name, dtype, max(1024, cfg.prompt_len + cfg.new_tokens))
                 hf = None
-                wants_hf = any(m.startswith('hf_') for m in cfg.modes) and (cfg.hf_variants is None or name in cfg.hf_variants)
-                if wants_hf and model.cfg.attention != 'askvhs' and not model.cfg.pooled:
+                wants_hf = any(m.startswith('hf_') for B in cfg.batches for m in cfg.runs(B, dname))
+                if wants_hf and (cfg.hf_variants is None or name in cfg.hf_variants) and model.cfg.attention != 'askvhs' and not model.cfg.pooled:
                     torch.manual_seed(cfg.seed); hf = hf_twin(model.cfg).to(dev, dtype)
                 for B in cfg.batches:
+                    modes = cfg.runs(B, dname)
+                    if not modes: continue
                     prompt = prompt_of(model, B, cfg.prompt_len, cfg.seed + B)
-                    runs = {m: (lambda m=m: _runner_for(m, model, hf, prompt, cfg.new_tokens, attr_table)) for m in cfg.modes}
+                    runs = {m: (lambda m=m: _runner_for(m, model, hf, prompt, cfg.new_tokens, attr_table)) for m in modes}
                     res = _time_group(runs, cfg.new_tokens, cfg.repeats, dev)
-                    emit(name, model, dtype, B, cfg.prompt_len, cfg.new_tokens, 'prompt+decode', *res, cfg.modes)
+                    emit(name, model, dtype, B, cfg.prompt_len, cfg.new_tokens, 'prompt+decode', *res, modes)
                 del model, hf
         dtype = getattr(torch, cfg.sweep_dtype)
         for name in (cfg.sweep_variants if cfg.contexts else ()):  # the context sweep, decoding steps only
@@ -331,7 +345,6 @@ def quality_benchmark(manifest:pd.DataFrame, # the music21 multi-track corpus (l
                        heldout_nll=float(bp['piece_nll'].sum() / tokens), tokens_per_note=corpus.tokens_per_note(),
                        nmsi=float('nan'), nmsi_se=float('nan'), train_loss=run.history[-1]['train_loss'], train_seconds=run.seconds,
                        steps=lm.steps, train_notes=lm.train_notes, heldout_notes=int(bp['piece_notes'].sum()), seq_len=run.seq_len)
-            row['val_flattened'], row['val_tail_gain'] = curve_flattened(run.history)  # None/NaN without a validation curve
             if nmsi_pieces:
                 at = corpus.attr_table if row['attention'] == 'askvhs' else None
                 r = continuation_nmsi(run.model, corpus, heldout_rows(corpus)[:nmsi_pieces], prompt_bars, continuation_bars,

@@ -18,6 +18,7 @@ from pathlib import Path
 SPEED_FIELDS = {  # e03 parameter -> DecodeBenchConfig field
     "d_model": "d_model", "n_layer": "n_layer", "n_head": "n_head", "vocab_size": "vocab_size", "prompt_len": "prompt_len",
     "new_tokens": "new_tokens", "batches": "batches", "speed_variants": "variants", "modes": "modes", "dtypes": "dtypes",
+    "large_batch_runs": "large_batch_runs",
     "hf_variants": "hf_variants", "contexts": "contexts", "sweep_batches": "sweep_batches", "sweep_variants": "sweep_variants",
     "sweep_modes": "sweep_modes", "sweep_dtype": "sweep_dtype", "sweep_new_tokens": "sweep_new_tokens", "repeats": "repeats",
     "threads": "threads", "seed": "seed"}
@@ -53,6 +54,7 @@ def main(argv=None):
     ap.add_argument("--variants", nargs="+", help=f"from {list(VARIANTS) + list(POOLED_VARIANTS)}")
     ap.add_argument("--modes", nargs="+", help=f"from {list(BENCH_MODES)}")
     ap.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--large-batch-runs", nargs="*", help="mode/dtype pairs run at batches above 1 (default: all)")
     ap.add_argument("--hf-variants", nargs="+")
     ap.add_argument("--contexts", type=int, nargs="*", help="context sweep (none given: no sweep)")
     ap.add_argument("--sweep-batches", type=int, nargs="+")
