@@ -196,9 +196,10 @@ def _prefill(model, prompt, max_len, attr_table):
     return ref, tok
 
 def _time_group(runs:dict, n:int, repeats:int, dev)->tuple:
-    "Warm every runner up, then time `repeats` interleaved rounds: best seconds, peak MB and last output per mode, and errors."
+    "Warm every runner up, then time `repeats` interleaved rounds: best seconds, peak MB and last output per (variant, mode), and errors."
     ok, best, peak, out, err = {}, {}, {}, {}, {}
-    for mode, make in runs.items():
+    for key, make in runs.items():
+        mode = key[1]
         try:
             with torch.inference_mode():
                 run = make()
@@ -206,23 +207,24 @@ def _time_group(runs:dict, n:int, repeats:int, dev)->tuple:
                 k = n if (mode == 'hf_generate_static' and dev.type == 'cuda') else min(n, 8)  # HF's static cache compiles per length on GPU
                 y = run(k); _sync(dev)  # compiles, captures, allocates
                 if y.shape[1] != k: raise RuntimeError(f"{mode} returned {y.shape[1]} tokens, not {k}")
-                ok[mode] = run
-        except Exception as e: err[mode] = f"{type(e).__name__}: {e}"[:300]
+                ok[key] = run
+        except Exception as e: err[key] = f"{type(e).__name__}: {e}"[:300]
     for _ in range(repeats):
-        for mode, run in ok.items():
+        for key, run in ok.items():
             with PeakMemory(dev) as pm:
                 t = time.perf_counter()
                 with torch.inference_mode(): y = run(n)
                 _sync(dev)
                 dt = time.perf_counter() - t
-            if y.shape[1] != n: raise RuntimeError(f"{mode} generated {y.shape[1]} tokens, not {n}")
-            best[mode], peak[mode], out[mode] = min(best.get(mode, math.inf), dt), max(peak.get(mode, 0.0), pm.peak_mb), y
+            if y.shape[1] != n: raise RuntimeError(f"{key} generated {y.shape[1]} tokens, not {n}")
+            best[key], peak[key], out[key] = min(best.get(key, math.inf), dt), max(peak.get(key, 0.0), pm.peak_mb), y
     return best, peak, out, err
 
-def _match(out:dict, mode:str, ref:str='ours_eager')->float:
-    "Share of the new tokens of `mode` equal to those of `ref` (same model and dtype): NaN for Hugging Face and missing runs."
-    if mode.startswith('hf_') or mode not in out or ref not in out: return math.nan
-    a, b = out[mode].to('cpu'), out[ref].to('cpu')
+def _match(out:dict, key:tuple, ref:str='ours_eager')->float:
+    "Share of the new tokens of (variant, mode) `key` equal to those of mode `ref` (same model and dtype): NaN for Hugging Face and missing runs."
+    ref = (key[0], ref)
+    if key[1].startswith('hf_') or key not in out or ref not in out: return math.nan
+    a, b = out[key].to('cpu'), out[ref].to('cpu')
     return float((a == b).reshape(a.shape[0], a.shape[1], -1).all(-1).float().mean())
 
 def _tpn(tokens_per_note, name)->float:
@@ -243,10 +245,12 @@ def decode_benchmark(cfg:DecodeBenchConfig, # what to measure
     label = info['device'] if (dev.type == 'cuda') == info['device'].startswith('cuda') else str(dev)
     bw = copy_bandwidth(dev)
     rows = []
-    def emit(name, model, dtype, B, L, n, timing, best, peak, out, err, modes):
+    def emit(name, model, dtype, B, L, n, timing, res, modes):
+        best, peak, out, err = res
         for mode in modes:
-            if mode not in best and mode not in err: continue  # not applicable (HF for AS-KVHS, pooled)
-            dt, mc = best.get(mode, math.nan), model.cfg
+            key = (name, mode)
+            if key not in best and key not in err: continue  # not applicable (HF for AS-KVHS, pooled)
+            dt, mc = best.get(key, math.nan), model.cfg
             ms, sb = 1000 * dt / n, step_bytes(model, B, L + (n - 1) / 2, dtype)
             step = sb['weights'] + sb['kv']
             rows.append(dict(device=label, variant=name, attention=mc.attention, kv_heads=mc.n_kv_head, pooled=mc.pooled,
@@ -255,8 +259,8 @@ def decode_benchmark(cfg:DecodeBenchConfig, # what to measure
                              ms_per_note=ms * _tpn(tokens_per_note, name), kv_bytes_per_token=model.kv_cache_bytes_per_token(dtype),
                              weight_bytes_per_step=sb['weights'], kv_bytes_per_step=sb['kv'], bytes_per_step=step,
                              bandwidth_gb_s=bw, bw_share=step / (ms / 1000) / (bw * 1e9), ceiling_tokens_per_s=B * bw * 1e9 / step,
-                             tokens_match=_match(out, mode), peak_mem_mb=peak.get(mode, math.nan),
-                             threads=torch.get_num_threads() if dev.type == 'cpu' else None, error=err.get(mode, '')))
+                             tokens_match=_match(out, key), peak_mem_mb=peak.get(key, math.nan),
+                             threads=torch.get_num_threads() if dev.type == 'cpu' else None, error=err.get(key, '')))
             if progress:
                 r = rows[-1]
                 print(f"{name:16s} {r['dtype']:8s} B={B:<3d} L={L:<5d} {mode:20s} {r['tokens_per_s']:9.1f} tok/s {ms:8.2f} ms/step "
@@ -275,35 +279,41 @@ def decode_benchmark(cfg:DecodeBenchConfig, # what to measure
 
     attr_table = torch.randint(0, 8, (cfg.vocab_size,), generator=torch.Generator().manual_seed(cfg.seed)).to(dev)
     try:
-        for name in cfg.variants:  # the comparison with Hugging Face, whole calls
-            for dname in cfg.dtypes:
-                dtype = getattr(torch, dname)
-                if not any(cfg.runs(B, dname) for B in cfg.batches): continue
-                model = build(name, dtype, max(1024, cfg.prompt_len + cfg.new_tokens))
-                hf = None
-                wants_hf = any(m.startswith('hf_') for B in cfg.batches for m in cfg.runs(B, dname))
-                if wants_hf and (cfg.hf_variants is None or name in cfg.hf_variants) and model.cfg.attention != 'askvhs' and not model.cfg.pooled:
-                    torch.manual_seed(cfg.seed); hf = hf_twin(model.cfg).to(dev, dtype)
-                for B in cfg.batches:
-                    modes = cfg.runs(B, dname)
-                    if not modes: continue
+        for dname in cfg.dtypes:  # the comparison with Hugging Face: whole calls, every variant and mode of a batch interleaved
+            dtype = getattr(torch, dname)
+            if not any(cfg.runs(B, dname) for B in cfg.batches): continue
+            models = {name: build(name, dtype, max(1024, cfg.prompt_len + cfg.new_tokens)) for name in cfg.variants}
+            hfs = {}
+            if any(m.startswith('hf_') for B in cfg.batches for m in cfg.runs(B, dname)):
+                for name, model in models.items():
+                    if (cfg.hf_variants is None or name in cfg.hf_variants) and model.cfg.attention != 'askvhs' and not model.cfg.pooled:
+                        torch.manual_seed(cfg.seed); hfs[name] = hf_twin(model.cfg).to(dev, dtype)
+            for B in cfg.batches:
+                modes = cfg.runs(B, dname)
+                if not modes: continue
+                runs = {}
+                for name, model in models.items():
                     prompt = prompt_of(model, B, cfg.prompt_len, cfg.seed + B)
-                    runs = {m: (lambda m=m: _runner_for(m, model, hf, prompt, cfg.new_tokens, attr_table)) for m in modes}
-                    res = _time_group(runs, cfg.new_tokens, cfg.repeats, dev)
-                    emit(name, model, dtype, B, cfg.prompt_len, cfg.new_tokens, 'prompt+decode', *res, modes)
-                del model, hf
+                    for m in modes:
+                        runs[name, m] = lambda m=m, model=model, hf=hfs.get(name), prompt=prompt: _runner_for(m, model, hf, prompt, cfg.new_tokens, attr_table)
+                res = _time_group(runs, cfg.new_tokens, cfg.repeats, dev)
+                for name, model in models.items(): emit(name, model, dtype, B, cfg.prompt_len, cfg.new_tokens, 'prompt+decode', res, modes)
+            del models, hfs
         dtype = getattr(torch, cfg.sweep_dtype)
-        for name in (cfg.sweep_variants if cfg.contexts else ()):  # the context sweep, decoding steps only
+        if cfg.contexts:  # the context sweep: decoding steps only, every variant of a batch and context interleaved
             n_max = max(cfg.sweep_tokens(B, L) for B in cfg.sweep_batches for L in cfg.contexts)
-            model = build(name, dtype, max(cfg.contexts) + n_max)
+            models = {name: build(name, dtype, max(cfg.contexts) + n_max) for name in cfg.sweep_variants}
             for L in cfg.contexts:
-                ref, tok = _prefill(model, prompt_of(model, 1, L, cfg.seed + L), L + n_max, attr_table)
+                refs = {name: _prefill(model, prompt_of(model, 1, L, cfg.seed + L), L + n_max, attr_table) for name, model in models.items()}
                 for B in cfg.sweep_batches:
                     n = cfg.sweep_tokens(B, L)
-                    runs = {m: (lambda m=m: _sweep_runner(m, model, ref, tok, B, L, n, attr_table)) for m in cfg.sweep_modes}
-                    emit(name, model, dtype, B, L, n, 'decode', *_time_group(runs, n, cfg.repeats, dev), cfg.sweep_modes)
-                del ref
-            del model
+                    runs = {(name, m): (lambda m=m, model=model, ref=refs[name]: _sweep_runner(m, model, *ref, B, L, n, attr_table))
+                            for name, model in models.items() for m in cfg.sweep_modes}
+                    res = _time_group(runs, n, cfg.repeats, dev)
+                    for name, model in models.items(): emit(name, model, dtype, B, L, n, 'decode', res, cfg.sweep_modes)
+                    del runs, res
+                del refs
+            del models
     finally: torch.set_num_threads(threads)
     return pd.DataFrame(rows)
 
