@@ -292,12 +292,13 @@ class CausalSelfAttention(nn.Module):
         return q, kv.view(*x.shape[:-1], 2 * G * dh)  # (B, T, H*dh), (B, T, 2*G*dh)
 
     def _project_gathered(self, x, attr):
-        "Queries, and each token's K/V as a reduction against its own attribute's weights, gathered per token: fixed shapes."
-        H, G, dh, A, d = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim, self.cfg.n_attr, self.cfg.d_model
-        W = self.qkv.weight  # (H*dh + A*2*G*dh, d)
-        Wkv = W[H * dh:].view(A, 2 * G * dh, d)  # (A, 2*G*dh, d)
-        kv = (x.unsqueeze(-2) * Wkv[attr]).sum(-1)  # (B, T, 1, d) * (B, T, 2*G*dh, d) -> (B, T, 2*G*dh)
-        return F.linear(x, W[:H * dh]), kv  # (B, T, H*dh), (B, T, 2*G*dh)
+        "Each token's queries, keys and values as one reduction against the rows of W it needs (the queries' and its attribute's K/V), gathered per token."
+        H, G, dh, d = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim, self.cfg.d_model
+        dev = x.device
+        rows = torch.cat([torch.arange(H * dh, device=dev).expand(*attr.shape, H * dh),
+                          H * dh + attr[..., None] * 2 * G * dh + torch.arange(2 * G * dh, device=dev)], -1)  # (B, T, H*dh + 2*G*dh)
+        y = (x.unsqueeze(-2) * self.qkv.weight[rows]).sum(-1)  # (B, T, 1, d) * (B, T, H*dh + 2*G*dh, d) -> (B, T, H*dh + 2*G*dh)
+        return y.split([H * dh, 2 * G * dh], -1)  # (B, T, H*dh), (B, T, 2*G*dh)
 
     def project_qkv(self,
                     x:torch.Tensor, # (B, T, d)
