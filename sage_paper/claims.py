@@ -4,6 +4,7 @@
 
 # %% ../nbs/17_claims.ipynb #9a0382d8
 from __future__ import annotations
+import os
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -16,9 +17,9 @@ REPEAT_BUCKETS_FAR = REPEAT_BUCKETS[1:]  # repeats whose source lies more than o
 
 # %% auto #0
 __all__ = ['REPEAT_BUCKETS_FAR', 'TABLES', 'SAGE', 'BPE_CLAIMS', 'ASKVHS_CLAIMS', 'DSMR', 'DSMR_CLAIMS', 'UNITS', 'verdict',
-           'load_tables', 'piece_matrix', 'common_pieces', 'Claim', 'row', 'bpe_claims', 'wilson', 'askvhs_claims',
-           'dsmr_claims', 'ledger', 'ledger_markdown', 'forest_plot', 'claims_at_a_glance', 'runs_markdown',
-           'corpus_markdown', 'bpe_markdown', 'askvhs_markdown', 'dsmr_markdown']
+           'listening_csv', 'load_tables', 'piece_matrix', 'common_pieces', 'Claim', 'row', 'bpe_claims', 'wilson',
+           'askvhs_claims', 'dsmr_claims', 'ledger', 'ledger_markdown', 'forest_plot', 'claims_at_a_glance',
+           'runs_markdown', 'corpus_markdown', 'bpe_markdown', 'askvhs_markdown', 'dsmr_markdown']
 
 # %% ../nbs/17_claims.ipynb #ad9024e0
 def verdict(lo:float, # lower end of the 95% interval (or the value, for measurements without one)
@@ -36,6 +37,11 @@ def verdict(lo:float, # lower end of the 95% interval (or the value, for measure
 TABLES = ("bpe_study", "bpe_pieces", "askvhs_quality", "askvhs_pieces", "decode_benchmark", "dsmr_table", "dsmr_runs",
           "dsmr_repeats", "listening_test")
 
+def listening_csv()->Path:
+    "The blind listening test's answers (`18_desk`): `data/listening_test.csv` of the clone (`$SAGE_PAPER_LISTENING_CSV` overrides)."
+    if os.environ.get("SAGE_PAPER_LISTENING_CSV"): return Path(os.environ["SAGE_PAPER_LISTENING_CSV"]).expanduser()
+    return repo_root(required=True) / "data" / "listening_test.csv"
+
 def load_tables(fig_dir=None, # the results folder; default `figures/` of the repository
                 profile:str|None=None, # keep the rows of this profile (None: all)
                )->dict: # table name -> DataFrame (absent tables are left out)
@@ -44,6 +50,7 @@ def load_tables(fig_dir=None, # the results folder; default `figures/` of the re
     out = {}
     for name in TABLES:
         p = d / f"{name}.csv"
+        if name == "listening_test" and not p.is_file(): p = listening_csv()  # listeners' answers: one file for every profile
         if not p.is_file(): continue
         df = pd.read_csv(p)
         if profile is not None and "profile" in df: df = df[df.profile == profile]
@@ -181,7 +188,7 @@ ASKVHS_CLAIMS = {
     "S-ASKVHS-quality": Claim(SAGE, "v1", "S-ASKVHS-quality", "AS-KVHS costs about 0.4% objective quality", "-0.4%",
                               "bits/note change, AS-KVHS G=2 vs MHA: holds if CI < +1%, fails if CI > +1%", "e03_askvhs"),
     "S-subjective": Claim(SAGE, "v1", "S-subjective", "AS-KVHS scores slightly better in listening tests", "slightly better",
-                          "share of decided blind comparisons preferring AS-KVHS over MHA: holds if Wilson CI > 0.5", "10_listen"),
+                          "share of decided blind comparisons preferring AS-KVHS over MHA: holds if Wilson CI > 0.5", "18_desk"),
 }
 
 def _best_speed(d:pd.DataFrame)->pd.DataFrame:
@@ -240,7 +247,7 @@ def askvhs_claims(t:dict, **kw)->list:
                                f"context {int(ctx)}" if ctx is not None else ""))
     c = ASKVHS_CLAIMS["S-subjective"]
     L = t.get("listening_test")
-    if L is None or not len(L): out.append(_untested(c, "no listening-test answers yet (nbs/11_listen: the blind test)"))
+    if L is None or not len(L): out.append(_untested(c, "no listening-test answers yet (nbs/18_desk: the blind test writes data/listening_test.csv)"))
     else:
         pair = L.apply(lambda r: {r.system_a, r.system_b} == {"MHA", "AS-KVHS G=2"}, axis=1)
         k, n = int((L.preferred[pair] == "AS-KVHS G=2").sum()), int(L.preferred[pair].isin(["AS-KVHS G=2", "MHA"]).sum())

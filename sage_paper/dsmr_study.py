@@ -23,20 +23,22 @@ def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, b
                )->dict: # metrics, history and context-utilization rows
     "Train one recurrent variant on streamed pieces, evaluate it, measure peak memory and throughput."
     torch.set_num_threads(spec.get('threads', 1))
-    if 'synthetic' in spec:  # random tokens: for the scale sweep, where only memory and time matter
-        g, sy = torch.Generator().manual_seed(0), spec['synthetic']
-        data = {'train': [torch.randint(1, sy['vocab'], (sy['length'],), generator=g) for _ in range(2 * spec['batch'])], 'valid': []}
+    mcfg, mem, T = ModelConfig(**spec['model']), MemoryConfig(**spec['memory']), spec['seg_len']
+    measure_only, tcfg = spec.get('measure_only', False), TrainConfig(**spec['train'])
+    fill = -(-max(mem.horizons_for(mcfg.n_layer)) // T) if measure_only else 0  # steps until the memory holds its whole horizon
+    if measure_only:  # time only steps with a full memory: `measure_steps` after `fill` + 3 warm-up steps
+        tcfg = TrainConfig(**(spec['train'] | dict(max_steps=fill + 3 + spec.get('measure_steps', 4), eval_every=0)))
+    if 'synthetic' in spec:  # random tokens: for the scale sweep, where only memory and time matter; no piece ends while measured
+        g, vocab = torch.Generator().manual_seed(0), spec['synthetic']['vocab']
+        length = max(spec['synthetic'].get('length', 0), (tcfg.max_steps + 1) * T)
+        data = {'train': [torch.randint(1, vocab, (length,), generator=g) for _ in range(spec['batch'])], 'valid': []}
     else: data = torch.load(spec['data'], weights_only=False)
-    tcfg = TrainConfig(**spec['train'])
     seed_everything(tcfg.seed)
-    mcfg, mem = ModelConfig(**spec['model']), MemoryConfig(**spec['memory'])
     rlm = RecurrentLM(MusicTransformer(mcfg), mem)
     attr = data.get('attr_table') if mcfg.attention == 'askvhs' else None
-    T = spec['seg_len']
     train = PieceStreams(data['train'], spec['batch'], T, attr, seed=tcfg.seed)
-    measure_only = spec.get('measure_only', False)
     val = None if measure_only else list(PieceStreams(data['valid'], spec['val_batch'], T, attr, shuffle=False, loop=False, max_len=spec.get('val_max_len')))
-    clock = StepClock()
+    clock = StepClock(skip=fill + 2 if measure_only else 3)  # its intervals start at step 2: skip steps 2..fill+3
     trainer = Trainer(rlm, train.batch_at, tcfg, loss_fn=StreamLoss(), val_batches=val, eval_loss_fn=StreamLoss(), callbacks=[clock])
     dev = trainer.device
     with PeakMemory(dev) as pm:
@@ -52,7 +54,8 @@ def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, b
                memory_bytes=rlm.memory_bytes(dtype), state_bytes_measured=trainer.loss_fn.max_nbytes // state.batch if state else 0,
                final_train_loss=hist[-1]['train_loss'], peak_mem_mb=pm.peak_mb, peak_mem_delta_mb=pm.added_mb,
                tokens_per_s=tps, tokens_per_cpu_s=tps_cpu if dev.type == 'cpu' else float('nan'), train_s=wall,
-               params=sum(p.numel() for p in rlm.parameters()), device=str(dev), amp=amp, history=hist)
+               params=sum(p.numel() for p in rlm.parameters()), device=str(dev), amp=amp, history=hist,
+               memory_filled=list(state.lengths) if state else [], timed_steps=len(clock.wall[clock.skip:]))
     if measure_only: return out
     rows = [r for r in hist if r['val_loss'] is not None]
     out.update(best_val_loss=min(r['val_loss'] for r in rows), best_val_ppl=math.exp(min(r['val_loss'] for r in rows)),
@@ -86,21 +89,26 @@ def split_bars(ids:np.ndarray, # one piece's flat token ids
 
 def control_pieces(bars:list, # whole bars of real music (`split_bars`)
                    n:int, # pieces
-                   seg_len:int, # segment length T
-                   phrase_bars:int=4, # bars of the phrase that returns
+                   distance:tuple, # (lo, hi): every return lies a uniform random lo..hi tokens after its source
+                   phrase_bars:int=2, # bars of the phrase that returns
                    returns:int=3, # how many times it returns
-                   fill_segments:tuple=(1, 3), # each filler spans a uniform random number of segments in this range
                    seed:int=0, # generator seed
                   )->list: # n token arrays
-    "Pieces of real bars in which a phrase returns exactly after fillers of `fill_segments` segments."
+    "Pieces of real bars in which a phrase returns exactly, each return `distance` tokens after the phrase before it."
+    lo, hi = distance
+    if not 0 < lo < hi: raise ValueError(f"distance={distance}: need 0 < lo < hi (tokens)")
+    cap = (hi - lo) / 3   # bars up to this long: the filler's last bar cannot push a return past hi
+    short = [b for b in bars if len(b) <= cap]
+    if len(short) < 8: raise ValueError(f"only {len(short)} of {len(bars)} bars have at most {cap:.0f} tokens: too few to build "
+                                        f"pieces with returns {lo}..{hi} tokens apart (widen the distance)")
     rng, out = np.random.default_rng(seed), []
-    pick = lambda k: [bars[i] for i in rng.integers(0, len(bars), k)]
+    pick = lambda: short[rng.integers(len(short))]
     for _ in range(n):
-        phrase, parts = pick(phrase_bars), []
-        parts += phrase
+        phrase = [pick() for _ in range(phrase_bars)]
+        parts, plen = list(phrase), sum(map(len, phrase))
         for _ in range(returns):
-            want, fill = rng.uniform(*fill_segments) * seg_len, []
-            while sum(map(len, fill)) < want: fill += pick(1)
+            want, fill = rng.uniform(lo, hi - cap) - plen, []   # phrase + filler = the distance from the phrase to its return
+            while sum(map(len, fill)) < want: fill.append(pick())
             parts += fill + phrase
         out.append(np.concatenate(parts))
     return out

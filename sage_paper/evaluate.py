@@ -554,7 +554,8 @@ class PeakMemory:
 
 class StepClock:
     "Trainer callback: wall and CPU time of every optimizer step, leaving out the steps that ended in an evaluation."
-    def __init__(self): self.wall, self.cpu, self._last = [], [], None
+    def __init__(self, skip:int=3): # steps left out of `throughput` (warm-up)
+        self.skip, self.wall, self.cpu, self._last = skip, [], [], None
     def after_step(self, tr):
         if tr.device.type == 'cuda': torch.cuda.synchronize(tr.device)  # time the step, not the launch queue
         now = (time.perf_counter(), time.process_time())
@@ -563,7 +564,7 @@ class StepClock:
             self.wall.append(now[0] - self._last[0]); self.cpu.append(now[1] - self._last[1])
         self._last = now
     def throughput(self, tokens_per_step:int)->tuple:
-        "(tokens per wall second, tokens per CPU second): the median step, after the first few (warm-up)."
-        w, c = self.wall[3:] or self.wall, self.cpu[3:] or self.cpu
+        "(tokens per wall second, tokens per CPU second): the median step after the first `skip`."
+        w, c = self.wall[self.skip:] or self.wall, self.cpu[self.skip:] or self.cpu
         if not w: return float('nan'), float('nan')
         return tokens_per_step / float(np.median(w)), tokens_per_step / max(float(np.median(c)), 1e-9)

@@ -4,18 +4,21 @@
 
 # %% ../nbs/12_explore.ipynb #26d53771
 from __future__ import annotations
-import html, io, os
+import copy, html, io, json, os
+from dataclasses import dataclass, asdict
+from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from .core import repo_root
 from .data import load_corpus, read_midi
-from .bpe import bar_words, train_bpe
+from .bpe import bar_words, train_bpe, load_tokenizer
 from .attention import ATTENTION_KINDS, AttentionConfig, kv_head_map, kv_projection_map, kv_cache_bytes_per_token
 from .model import ModelConfig, MusicTransformer
 from .generate import generate
 from .recurrence import MemoryConfig, dsmr_variant, receptive_field, memory_bytes
 from .evaluate import LMConfig, tokenize_corpus, train_lm, heldout_rows, heldout_bits_per_note, model_config
-from .listen import plot_piano_roll, audio
+from .listen import plot_piano_roll, audio, show_score, show_pair
 from .tokenizer import (grammar_for, TOKENIZER_KINDS, ATTRIBUTES, ATTR_COLORS, spec_for, encode, decode, token_parts,
                                   attribute_types, base_attribute)
 
@@ -23,7 +26,7 @@ from .tokenizer import (grammar_for, TOKENIZER_KINDS, ATTRIBUTES, ATTR_COLORS, s
 __all__ = ['VARIANT_NAMES', 'new_figure', 'fig_png', 'explorer_tokenizer', 'token_view', 'tokens_html', 'tokenization_explorer',
            'head_sharing', 'kv_cache_bytes', 'kv_projection_params', 'plot_head_sharing', 'attention_explorer',
            'horizon_view', 'plot_horizons', 'memory_explorer', 'small_model', 'continue_piece', 'trained_model',
-           'playground']
+           'Checkpoint', 'checkpoint_dir', 'save_checkpoint', 'load_checkpoint', 'list_checkpoints', 'playground']
 
 # %% ../nbs/12_explore.ipynb #c67da431
 def new_figure(figsize=(6, 3), # inches
@@ -415,33 +418,104 @@ def trained_model(tok=None, # a MidiTok tokenizer (flat, BPE or pooled); None: t
                                         seq_len=run.seq_len, steps=steps, train_seconds=run.seconds, corpus=corpus, pieces=int(c.ok.sum()))
 
 # %% ../nbs/12_explore.ipynb #a53d0099
+@dataclass
+class Checkpoint:
+    "A trained decoder with the tokenizer it reads and writes and its model card."
+    name:str # the system's name, e.g. 'AS-KVHS G=2'
+    model:MusicTransformer # on the CPU, eval mode
+    tok:object # its MidiTok tokenizer (BPE merges included)
+    card:dict # what trained it and what it scores (card.json)
+
+def checkpoint_dir()->Path:
+    "The committed checkpoints: `data/checkpoints/` of the clone (`$SAGE_PAPER_CHECKPOINTS` overrides)."
+    if os.environ.get('SAGE_PAPER_CHECKPOINTS'): return Path(os.environ['SAGE_PAPER_CHECKPOINTS']).expanduser()
+    return repo_root(required=True) / 'data' / 'checkpoints'
+
+def save_checkpoint(model:MusicTransformer, # a trained decoder
+                    tok, # its tokenizer
+                    folder, # written (created if needed): model.pt, tokenizer.json, card.json
+                    card:dict, # the model card: at least `name`; its config is added
+                   )->Path:
+    "Write `model` (float16 weights), `tok`'s parameters and the card with the model's config into `folder`."
+    if not card.get('name'): raise ValueError("save_checkpoint: the card needs a `name`")
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    torch.save(copy.deepcopy(model).cpu().half().state_dict(), folder / 'model.pt')  # a tied head shares the embedding's storage
+    tok.save(folder / 'tokenizer.json')
+    (folder / 'card.json').write_text(json.dumps({**card, 'model_config': asdict(model.cfg)}, indent=1, default=str) + '\n')
+    return folder
+
+def _checkpoint_folders(root)->dict:
+    "name -> folder of every checkpoint (a folder with card.json) under `root`, in the order of the cards' `position`."
+    cards = [(json.loads((d / 'card.json').read_text()), d) for d in sorted(Path(root).glob('*/')) if (d / 'card.json').is_file()]
+    return {c['name']: d for c, d in sorted(cards, key=lambda cd: cd[0].get('position', 1000))}
+
+def load_checkpoint(name, # a checkpoint's name (card), its folder's name under `root`, or a folder path
+                    root=None, # where named checkpoints live; None: `checkpoint_dir()`
+                   )->Checkpoint:
+    "A saved decoder on the CPU in eval mode, with its tokenizer and card; FileNotFoundError naming what exists."
+    p = Path(name)
+    if not (p / 'card.json').is_file():
+        root = Path(root) if root is not None else checkpoint_dir()
+        found = _checkpoint_folders(root) if root.is_dir() else {}
+        p = found.get(str(name), root / str(name))
+        if not (p / 'card.json').is_file():
+            raise FileNotFoundError(f"no checkpoint {str(name)!r} in {root} (have: {', '.join(found) or 'none'}; "
+                                    f"nbs/experiments/e06_checkpoints.ipynb trains them)")
+    card = json.loads((p / 'card.json').read_text())
+    model = MusicTransformer(ModelConfig(**card['model_config']))
+    model.load_state_dict(torch.load(p / 'model.pt', map_location='cpu', weights_only=True))  # float16 -> the model's float32
+    tok = load_tokenizer(p / 'tokenizer.json')
+    want = [len(v) for v in tok.vocab] if tok.is_multi_voc else len(tok)
+    have = list(model.cfg.field_vocab_sizes) if model.cfg.pooled else model.cfg.vocab_size
+    if want != have: raise ValueError(f"checkpoint {str(p)!r}: the model's vocabulary {have} does not match its tokenizer's {want}")
+    return Checkpoint(card['name'], model.eval(), tok, card)
+
+def list_checkpoints(root=None, # None: `checkpoint_dir()`
+                    )->pd.DataFrame:
+    "One row per saved checkpoint: name, folder, tokenizer, attention, parameters, steps, held-out bits per note and NMSI (trained, untrained)."
+    root = Path(root) if root is not None else checkpoint_dir()
+    cols = ['name', 'folder', 'tokenizer', 'attention', 'params', 'steps', 'bits_per_note', 'untrained_bits_per_note', 'nmsi', 'untrained_nmsi']
+    cards = [{**json.loads((d / 'card.json').read_text()), 'folder': d.name} for d in _checkpoint_folders(root).values()] if root.is_dir() else []
+    return pd.DataFrame([{k: c.get(k) for k in cols} for c in cards], columns=cols)
+
+# %% ../nbs/12_explore.ipynb #258fef25
 def _roll_png(score, title:str)->bytes:
     fig = new_figure((7, 2.6))
     plot_piano_roll(score, ax=fig.add_subplot(), title=title)
     fig.tight_layout()
     return fig_png(fig)
 
-def playground(model=None, # a MusicTransformer for `tok`, or a dict name -> model (a dropdown picks); None: `small_model(tok)`
-               tok=None, # its tokenizer; None: the corpus's base REMI
+def _as_models(model, tok, corpus:str)->dict:
+    "name -> (model, tokenizer) from the playground's `model` argument (see there)."
+    base = tok if tok is not None else explorer_tokenizer('REMI', corpus=corpus)
+    if model is None:
+        root = checkpoint_dir() if repo_root() or os.environ.get('SAGE_PAPER_CHECKPOINTS') else None
+        model = {**({n: load_checkpoint(d) for n, d in _checkpoint_folders(root).items()} if root and root.is_dir() else {}),
+                 'untrained': small_model(base)}
+    elif not isinstance(model, dict): model = {'model': model}
+    out = {n: (m.model, m.tok) if isinstance(m, Checkpoint) else tuple(m) if isinstance(m, tuple) else (m, base) for n, m in model.items()}
+    if not out: raise ValueError("playground: `model` is an empty dict")
+    for name, (m, t) in out.items():
+        want, have = [len(v) for v in t.vocab] if t.is_multi_voc else len(t), list(m.cfg.field_vocab_sizes) if m.cfg.pooled else m.cfg.vocab_size
+        if want != have: raise ValueError(f"model {name!r}: its vocabulary {have} does not match the tokenizer's {want}")
+    return out
+
+def playground(model=None, # a MusicTransformer, a `Checkpoint`, or a dict name -> model, (model, tokenizer) or Checkpoint (a dropdown picks); None: the committed checkpoints and an untrained model
+               tok=None, # the tokenizer of models given without one; None: the corpus's base REMI
                pieces=None, # prompts: a manifest, a dict name -> Score or path, or Scores; None: two Bach chorales
                corpus:str='music21-multitrack', # picks the default tokenizer spec and pieces
-               prompt_tokens:int=64, # initial prompt length
+               prompt_tokens:int=64, # initial prompt length (in the chosen model's tokens)
                max_new_tokens:int=64, # initial continuation length
                max_audio_seconds:float=30.0, # the Listen button renders at most this much
+               engrave:bool=True, # engrave prompt and continuation (`listen.show_pair`) beside the piano roll
               ):
-    "A VBox: model, prompt piece, sampling temperature/top-k/top-p and a Generate button over a piano roll (and, on request, audio) of the result."
+    "A VBox: model, prompt piece, sampling temperature/top-k/top-p and a Generate button over a piano roll and engraved notation (and, on request, audio) of the result."
     import ipywidgets as W
-    if tok is None: tok = explorer_tokenizer('REMI', corpus=corpus)
-    models = dict(model) if isinstance(model, dict) else {'untrained' if model is None else 'model': small_model(tok) if model is None else model}
-    if not models: raise ValueError("playground: `model` is an empty dict")
-    want = [len(v) for v in tok.vocab] if tok.is_multi_voc else len(tok)
-    for name, m in models.items():
-        have = list(m.cfg.field_vocab_sizes) if m.cfg.pooled else m.cfg.vocab_size
-        if want != have: raise ValueError(f"model {name!r}: its vocabulary {have} does not match the tokenizer's {want}")
+    models = _as_models(model.model if isinstance(model, Checkpoint) else model, model.tok if isinstance(model, Checkpoint) else tok, corpus)
     if pieces is None:
         pieces = load_corpus(corpus, composers=('bach',), max_per_composer=2, progress=False)
     scores = _as_scores(pieces)
-    L = min(m.cfg.max_seq_len for m in models.values())
+    L = models[next(iter(models))][0].cfg.max_seq_len
     c = dict(model=W.Dropdown(options=list(models), description='model'),
              piece=W.Dropdown(options=list(scores), description='prompt'),
              prompt=W.IntSlider(value=min(prompt_tokens, L // 2), min=1, max=L // 2, description='prompt tokens'),
@@ -451,12 +525,15 @@ def playground(model=None, # a MusicTransformer for `tok`, or a dict name -> mod
              top_p=W.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description='top-p'),
              seed=W.IntText(value=0, description='seed'))
     run, play = W.Button(description='Generate', button_style='primary'), W.Button(description='Listen')
-    img, info, sound = W.Image(format='png'), W.HTML(), W.Output()
+    img, notation, info, sound = W.Image(format='png'), W.HTML(), W.HTML(), W.Output()
     state = {}
-    def show(ids, what):
+    def show(ids, what, prompt=None):
+        tok = models[c['model'].value][1]
         try: sc = decode(tok, ids)
         except Exception as e: info.value = f"<pre>decoding failed: {html.escape(str(e))}</pre>"; return
         img.value = _roll_png(sc, f"{c['piece'].value}: {what}")
+        if engrave:  # the reason, where verovio cannot engrave it
+            notation.value = (show_score(sc, bars=4, width=640) if prompt is None else show_pair(decode(tok, prompt), sc, width=640)).data
         info.value = f"{what}: {len(ids)} tokens, {sc.note_num()} notes"
         state['score'] = sc
         sound.outputs = ()  # the audio of an earlier score no longer applies
@@ -464,20 +541,24 @@ def playground(model=None, # a MusicTransformer for `tok`, or a dict name -> mod
         try: sound.outputs = (); sound.append_display_data(audio(state['score'], max_seconds=max_audio_seconds))
         except Exception as e: info.value += f" (no audio: {html.escape(str(e))})"
     def show_prompt(_=None):
-        state['prompt'] = encode(tok, scores[c['piece'].value])[:c['prompt'].value]
+        state['prompt'] = encode(models[c['model'].value][1], scores[c['piece'].value])[:c['prompt'].value]
         show(state['prompt'], 'prompt')
+    def pick_model(_=None):  # the sliders reach half of this model's context (a shorter one clips their values)
+        c['new'].max = c['prompt'].max = models[c['model'].value][0].cfg.max_seq_len // 2
+        show_prompt()
     def generate_(_=None):
-        try:
-            ids = continue_piece(models[c['model'].value], tok, state['prompt'], c['new'].value, c['temperature'].value, c['top_k'].value,
-                                 c['top_p'].value, c['seed'].value)
+        m, tok = models[c['model'].value]
+        try: ids = continue_piece(m, tok, state['prompt'], c['new'].value, c['temperature'].value, c['top_k'].value, c['top_p'].value, c['seed'].value)
         except ValueError as e: info.value = f"<pre>{html.escape(str(e))}</pre>"; return
         state['ids'] = ids
         show(ids, f"{c['model'].value}: prompt {len(state['prompt'])} + {len(ids) - len(state['prompt'])} sampled tokens "
-                  f"(T={c['temperature'].value:g}, top-k={c['top_k'].value}, top-p={c['top_p'].value:g})")
-    c['piece'].observe(show_prompt, 'value'); c['prompt'].observe(show_prompt, 'value')
+                  f"(T={c['temperature'].value:g}, top-k={c['top_k'].value}, top-p={c['top_p'].value:g})", state['prompt'])
+    c['model'].observe(pick_model, 'value'); c['piece'].observe(show_prompt, 'value'); c['prompt'].observe(show_prompt, 'value')
     run.on_click(generate_); play.on_click(listen_)
     show_prompt()
     box = W.VBox([W.HBox([c['model'], c['piece'], c['prompt'], c['new']]), W.HBox([c['temperature'], c['top_k'], c['top_p']]),
-                  W.HBox([c['seed'], run, play]), img, info, sound])
-    box.controls, box.outputs, box.state = {**c, 'run': run, 'listen': play}, dict(image=img, info=info, audio=sound), state
+                  W.HBox([c['seed'], run, play]), W.HBox([img, notation], layout=W.Layout(flex_flow='row wrap', align_items='flex-start')),
+                  info, sound])
+    box.controls, box.outputs, box.state = {**c, 'run': run, 'listen': play}, dict(image=img, notation=notation, info=info, audio=sound), state
+    box.models = models
     return box

@@ -12,7 +12,7 @@ from .core import repo_root, device_info, versions
 # %% auto #0
 __all__ = ['CPU_PIECES', 'PROFILES', 'profile_params', 'default_out_dir', 'experiment_notebooks', 'environment', 'input_hash',
            'save_figure', 'save_table', 'record_notebook', 'run_notebook', 'reproduce', 'figure_gallery', 'key_figure',
-           'main']
+           'module_graph', 'main']
 
 # %% ../nbs/13_reproduce.ipynb #1652300a
 CPU_PIECES = 60   # works per composer in the cpu profile: ~250 pieces, a ~3-minute corpus build on 2 cores
@@ -41,10 +41,12 @@ PROFILES = {
                            warmup_steps=10, max_eval_notes=8000, nmsi_pieces=4),
         "e04_dsmr": dict(variants=_DSMR_VARIANTS, sweep=[[0], [3], [0, 1], [2, 3]], repeats_corpus="music21-piano-expanded",
                          m21_max_per_composer=CPU_PIECES, other_variants=["full", "two_scale", "none", "fhcr_lowrank"],
-                         control_pieces_n=[96, 16], max_train_pieces=None, max_piece_len=8192, val_pieces=4, seg_len=64, long=192,
+                         control_pieces_n=[1000, 32], max_train_pieces=None, max_piece_len=8192, val_pieces=4, seg_len=64, long=192,
                          short=64, n_long=1, n_layer=4, n_head=4, d_model=64, batch=8, val_batch=4, steps=450, lr=3e-3, warmup=45,
                          eval_every=90, scale_windows=[512, 1024, 2048, 4096, 8192], scale_batches=[4, 8],
                          scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=4),
+        "e06_checkpoints": dict(max_per_composer=CPU_PIECES, ckpt_dir="data/checkpoints", d_model=128, n_layer=3, n_head=8, notes_per_seq=48,
+                                batch_size=16, steps=300, lr=2e-3, warmup_steps=30, max_eval_notes=8000, nmsi_pieces=8, threads=1),
     },
     "gpu": {     # the whole default corpus on one GPU (the manifest records each notebook's duration)
         "e00_corpus": dict(max_per_composer=None),
@@ -60,10 +62,12 @@ PROFILES = {
                            warmup_steps=30, max_eval_notes=20000, nmsi_pieces=4),
         "e04_dsmr": dict(variants=_DSMR_VARIANTS, sweep=[[0], [5], [0, 1, 2], [3, 4, 5]], repeats_corpus="music21-piano-expanded",
                          m21_max_per_composer=None, other_variants=["full", "two_scale", "none", "fhcr_lowrank", "fhcr_gqa"],
-                         control_pieces_n=[256, 32], max_train_pieces=None, max_piece_len=None, val_pieces=12, seg_len=256, long=1024,
-                         short=256, n_long=2, n_layer=6, n_head=8, d_model=256, batch=16, val_batch=12, steps=300, lr=1e-3, warmup=30,
-                         eval_every=30, threads=4, scale_windows=[512, 1024, 2048, 4096, 8192, 16384, 32768], scale_batches=[8, 16],
+                         control_pieces_n=[4000, 64], max_train_pieces=None, max_piece_len=None, val_pieces=12, seg_len=256, long=1024,
+                         short=256, n_long=2, n_layer=6, n_head=8, d_model=256, batch=16, val_batch=12, steps=1500, lr=1e-3, warmup=100,
+                         eval_every=150, seeds=[0, 1, 2], threads=4, scale_windows=[512, 1024, 2048, 4096, 8192, 16384, 32768], scale_batches=[8, 16],
                          scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=6),
+        "e06_checkpoints": dict(max_per_composer=None, ckpt_dir="data/checkpoints", d_model=192, n_layer=4, n_head=8, notes_per_seq=128,
+                                batch_size=32, steps=2000, lr=1e-3, warmup_steps=200, max_eval_notes=20000, nmsi_pieces=16),
     },
 }
 
@@ -71,10 +75,10 @@ _cpu = PROFILES["cpu"]
 PROFILES["cpu-long"] = {  # the seeds and training budgets the claims rest on: a few hours on 2 cores, in the background
     "e00_corpus": _cpu["e00_corpus"],
     "e01_tokens": _cpu["e01_tokens"],
-    "e02_bpe_study": {**_cpu["e02_bpe_study"], "seeds": [0, 1, 2], "velocities": [False, True], "steps": 400, "eval_every": 100},
+    "e02_bpe_study": {**_cpu["e02_bpe_study"], "seeds": [0, 1, 2]},
     "e03_askvhs": {**_cpu["e03_askvhs"], "batches": [1], "repeats": 1, "seeds": [0, 1, 2], "steps": 300, "warmup_steps": 30},
     "e04_dsmr": {**_cpu["e04_dsmr"], "variants": ["full", "two_scale", "perceiver_ar", "none", "fhcr_lowrank", "fhcr_askvhs"], "sweep": [],
-                 "seeds": [0, 1, 2], "steps": 900, "warmup": 90, "eval_every": 150, "scale_windows": [512, 2048, 8192], "scale_batches": [8]},
+                 "seeds": [0, 1, 2], "steps": 1500, "warmup": 100, "eval_every": 300, "scale_windows": [512, 2048, 8192], "scale_batches": [8]},
 }
 
 def profile_params(profile:str, # smoke | cpu | cpu-long | gpu
@@ -212,7 +216,16 @@ def _load_manifest(path) -> dict:
 
 def _write_manifest(path, m):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_suffix(".tmp"); tmp.write_text(json.dumps(m, indent=1, default=str)); tmp.replace(path)
+    tmp = Path(path).with_suffix(f".{os.getpid()}.tmp"); tmp.write_text(json.dumps(m, indent=1, default=str)); tmp.replace(path)
+
+def _save_run(path, profile:str, entry:dict):
+    "Write one profile's entry into the manifest as it is on disk now: runs of other profiles going on at the same time keep theirs."
+    import fcntl
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(path).with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        m = _load_manifest(path); m["runs"][profile] = entry
+        _write_manifest(path, m)
 
 def run_notebook(nb_path, # an experiment notebook
                  params:dict, # papermill parameters
@@ -269,11 +282,9 @@ def reproduce(profile:str="cpu", # smoke | cpu | cpu-long | gpu
             rec = record_notebook(executed, out/profile/"notebooks"/nb.name, dict(e, profile=profile), saved={Path(o).name for o in outputs})
             e["record"] = os.path.relpath(rec, root)
         if verbose: print(f"[{profile}] {nb.stem}: {status} in {time.time()-t0:.0f} s" + (f"\n    {error.splitlines()[0]}" if error else ""), flush=True)
-        manifest["runs"][profile] = entry
-        _write_manifest(mpath, manifest)   # after every notebook: nothing done so far is lost
+        _save_run(mpath, profile, entry)   # after every notebook: nothing done so far is lost
     entry["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    manifest["runs"][profile] = entry
-    _write_manifest(mpath, manifest)
+    _save_run(mpath, profile, entry)
     return entry
 
 # %% ../nbs/13_reproduce.ipynb #239aa2a9
@@ -324,6 +335,25 @@ def key_figure(name:str, # figure stem, e.g. 'bpe_generalization'
             if e.get("status") == "ok" and png:
                 return f"![{caption}]({link_root}{png[0]})\n\n*{caption} ({p} profile, {_device_label(run)}, `{nb}`).*"
     return f"*No recorded run drew `{name}` yet: `python -m sage_paper.reproduce` draws it.*"
+
+# %% ../nbs/13_reproduce.ipynb #8763b2fa
+def module_graph(pkg=None, # the package folder; default `sage_paper/` of the clone
+                )->list: # [(notebook, module, [modules it imports, in notebook order])]
+    "Every exported module with its notebook and the package modules it imports."
+    import ast
+    pkg = Path(pkg) if pkg else repo_root(required=True)/"sage_paper"
+    mods = {}
+    for f in sorted(pkg.glob("*.py")):
+        m = re.search(r"# %% \.\./nbs/(\d+_\w+)\.ipynb", f.read_text()) if not f.name.startswith("_") else None
+        if m: mods[f.stem] = m.group(1)
+    out = []
+    for name, nb in mods.items():
+        used = set()
+        for n in ast.walk(ast.parse((pkg/f"{name}.py").read_text())):
+            if isinstance(n, ast.ImportFrom) and n.level == 1: used |= {n.module} if n.module else {a.name for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and (n.module or "").startswith("sage_paper."): used.add(n.module.split(".")[1])
+        out.append((nb, name, sorted((used & set(mods)) - {name}, key=lambda u: mods[u])))
+    return sorted(out)
 
 # %% ../nbs/13_reproduce.ipynb #3359cfa9
 def main(argv=None):

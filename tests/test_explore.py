@@ -265,10 +265,11 @@ def test_playground_picks_among_models_and_names_a_mismatched_one(chorales):
     models = {'small': small_model(tok, max_seq_len=96), 'other seed': small_model(tok, seed=1, max_seq_len=200)}
     pg = playground(models, tok, man, prompt_tokens=200, max_new_tokens=200)
     c = pg.controls
-    assert c['model'].options == ('small', 'other seed') and c['prompt'].max == 48 and c['new'].max == 48  # the shorter context rules
+    assert c['model'].options == ('small', 'other seed') and c['prompt'].max == 48 and c['new'].max == 48  # the chosen model's context
     c['run'].click(); a = pg.state['ids']
     c['model'].value = 'other seed'; c['run'].click()
     assert (pg.state['ids'] != a).any() and pg.outputs['info'].value.startswith('other seed:')
+    assert c['prompt'].max == c['new'].max == 100 and c['prompt'].value == 48  # a longer context: the sliders reach further
     with pytest.raises(ValueError, match="model 'tsd': its vocabulary"):
         playground({'ok': small_model(tok), 'tsd': small_model(explorer_tokenizer('TSD'))}, tok, man)
 
@@ -279,3 +280,39 @@ def test_trained_model_learns_the_chorales():
     assert not model.training and next(model.parameters()).device.type == 'cpu'
     assert info['train_loss_last'] < np.log(len(tok)) - 2 and info['pieces'] == 10 and info['steps'] == 60
     assert np.isfinite(info['bits_per_note']) and info['bits_per_note'] > 0
+
+
+def test_playground_engraves_the_continuation_and_shows_why_when_verovio_fails(chorales, monkeypatch):
+    "Beside the piano roll: the prompt in black and the continuation in colour (verovio SVG); where verovio fails, the reason."
+    import re
+    from sage_paper import listen
+    from sage_paper.listen import engraved_counts
+    man, _ = chorales
+    pg = playground(pieces=man, prompt_tokens=40, max_new_tokens=24)
+    assert pg.controls['model'].value == 'MHA' and 'untrained' in pg.controls['model'].options   # the committed checkpoints first
+    pg.controls['run'].click()
+    k = engraved_counts(re.search(r'<svg.*</svg>', pg.outputs['notation'].value, re.S).group(0))
+    assert 0 < k['colored'] < k['notes'], k
+    def broken(*a, **kw): raise RuntimeError("verovio refused the MusicXML")
+    monkeypatch.setattr(listen, '_svg', broken)   # the engraving child is forked: it sees the patch
+    png = pg.outputs['image'].value
+    pg.controls['seed'].value = 1; pg.controls['run'].click()
+    html = pg.outputs['notation'].value
+    assert 'No engraved notation' in html and 'verovio refused the MusicXML' in html and '<svg' not in html, html[:300]
+    assert pg.outputs['image'].value != png and pg.outputs['image'].value[:4] == b'\x89PNG'   # the piano roll is still drawn
+
+
+def test_playground_gives_each_checkpoint_its_own_tokenizer_and_context(chorales):
+    from sage_paper.explore import load_checkpoint
+    man, scores = chorales
+    bpe, mha = load_checkpoint('BPE 2k'), load_checkpoint('MHA')
+    pg = playground(pieces=man, prompt_tokens=30, max_new_tokens=20, engrave=False)
+    c = pg.controls
+    assert c['prompt'].max == mha.model.cfg.max_seq_len // 2 and pg.outputs['notation'].value == ''
+    c['model'].value = 'BPE 2k'
+    half = bpe.model.cfg.max_seq_len // 2
+    assert c['prompt'].max == half and (pg.state['prompt'] == encode(bpe.tok, scores[0])[:min(30, half)]).all()
+    c['run'].click()
+    assert pg.outputs['info'].value.startswith('BPE 2k: prompt') and pg.state['ids'].max() >= len(bpe.tok._vocab_base)  # learned tokens
+    one = playground(mha, pieces=man, prompt_tokens=20, max_new_tokens=10, engrave=False)   # a Checkpoint alone
+    assert one.controls['model'].options == ('model',) and one.models['model'][1] is mha.tok

@@ -77,6 +77,8 @@ SMOKE_TABLES = {
                  "dsmr_repeats": lambda d: (d.tokens > 0).all() and d.corpus.eq("control").any() and (d.gain[d.variant == "none"] == 0).all(),
                  "dsmr_scale": lambda d: (d.peak_mem_mb > 0).all() and (d.tokens_per_s > 0).all()},
     "e05_claims": {"claims": lambda d: set(d.verdict) <= {"holds", "fails", "undecided", "untested"} and d.claim_id.nunique() >= 17},
+    "e06_checkpoints": {"checkpoints": lambda d: {"MHA", "AS-KVHS G=2"} <= set(d.name) and d.bits_per_note.gt(0).all()
+                        and d.untrained_bits_per_note.gt(d.bits_per_note).all() and d.model_bytes.gt(0).all()},
 }
 
 

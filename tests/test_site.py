@@ -338,3 +338,45 @@ def test_jupyterlab_memory_tokenization_and_playground_widgets(lab, browser):
     dur = wait(d, lambda d: d.execute_script("return arguments[0].duration > 0 && arguments[0].duration", audio), 30,
                "the playground's audio has no duration")
     assert 0.5 < dur <= 3.05, dur
+
+
+def _put_notebook(lab, name, cells):
+    "Write a notebook of `cells` into the lab server's root through its contents API (with the _xsrf cookie the server hands out)."
+    import http.cookiejar
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(f"{lab}/lab", timeout=30).read()
+    xsrf = next((c.value for c in jar if c.name == "_xsrf"), "")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells],
+                                  metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    req = urllib.request.Request(f"{lab}/api/contents/{name}", method="PUT", data=json.dumps({"type": "notebook", "content": nb}).encode(),
+                                 headers={"Content-Type": "application/json", "X-XSRFToken": xsrf})
+    assert opener.open(req, timeout=30).status in (200, 201)
+
+
+def test_jupyterlab_listening_test_one_click_writes_exactly_one_row(lab, browser, tmp_path):
+    "The blind listening test (sage_paper.desk) in a real JupyterLab: two unnamed players, and a click on an answer appends one row."
+    d = browser
+    answers = tmp_path / "listening_test.csv"
+    _put_notebook(lab, "listening.ipynb", [
+        "from sage_paper.desk import listening_test\nfrom sage_paper.data import load_corpus\n"
+        "man = load_corpus('music21-multitrack', composers=('bach',), max_per_composer=2, progress=False)",
+        f"listening_test(pieces=man, path={str(answers)!r}, prompt_bars=2, bars=2, max_seconds=3, seed=1)"])
+    open_and_run(d, lab, "listening.ipynb")
+    cell = lambda: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell")[1]
+    players = wait(d, lambda d: (lambda a: a if len(a) == 2 else False)(cell().find_elements(By.TAG_NAME, "audio")), 180,
+                   "the listening test did not show two players")
+    for a in players:
+        dur = wait(d, lambda d: d.execute_script("return arguments[0].duration > 0 && arguments[0].duration", a), 30, "a player has no duration")
+        assert 0.5 < dur <= 3.05, dur
+    text = cell().text
+    assert "Trial 1" in text and not any(n in text for n in ("MHA", "AS-KVHS", "BPE", "CPWord")), text   # blind
+    assert not answers.exists()
+    buttons = {b.text.strip(): b for b in cell().find_elements(By.CSS_SELECTOR, "button.widget-button")}
+    assert set(buttons) == {"A is better", "B is better", "no preference"}, set(buttons)
+    buttons["B is better"].click()
+    wait(d, lambda d: "Trial 2" in cell().text and "1 answer recorded" in cell().text, 120, "the answer was not acknowledged")
+    rows = answers.read_text().splitlines()
+    assert len(rows) == 2 and rows[0] == "time,prompt_id,system_a,system_b,answer,preferred", rows   # the header and one row
+    _, pid, a, b, answer, preferred = rows[1].split(",")
+    assert answer == "B" and preferred == b and {a, b} <= {"MHA", "AS-KVHS G=2", "BPE 2k", "CPWord (pooled)"} and pid.startswith("bach/")
