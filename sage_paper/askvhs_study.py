@@ -14,51 +14,84 @@ from .tokenizer import spec_for
 from .model import ModelConfig, MusicTransformer
 from .generate import Decoder, SamplingConfig
 from .evaluate import (LMConfig, tokenize_corpus, train_lm, heldout_rows, heldout_bits_per_note, continuation_nmsi,
-                                 window_sampler, curve_flattened, PeakMemory)
+                                 window_sampler, PeakMemory)
 
 # %% auto #0
-__all__ = ['VARIANTS', 'OUR_MODES', 'BENCH_MODES', 'QUALITY_VARIANTS', 'DecodeBenchConfig', 'hf_twin', 'decode_benchmark',
+__all__ = ['VARIANTS', 'POOLED_VARIANTS', 'OUR_MODES', 'BENCH_MODES', 'DTYPES', 'QUALITY_VARIANTS', 'DecodeBenchConfig',
+           'hf_twin', 'pooled_field_sizes', 'bench_model_config', 'step_bytes', 'copy_bandwidth', 'decode_benchmark',
            'bench_versions', 'quality_benchmark']
 
 # %% ../nbs/15_askvhs_study.ipynb #abf98cfc
 VARIANTS = {'MHA': dict(attention='mha'), 'GQA G=2': dict(attention='gqa', n_kv_head=2), 'MQA': dict(attention='mqa'),
             'AS-KVHS G=2': dict(attention='askvhs', n_kv_head=2), 'AS-KVHS G=1': dict(attention='askvhs', n_kv_head=1)}
+POOLED_VARIANTS = {'CPWord (pooled)': 'CPWord', 'Octuple (pooled)': 'Octuple'}  # MHA decoders over compound tokens: their tokenizer
 OUR_MODES = {'ours_eager': 'eager', 'ours_static': 'static', 'ours_compiled': 'compile', 'cuda_graph': 'cuda_graph',
              'cuda_graph_compiled': 'cuda_graph'}  # benchmark mode -> Decoder mode
 BENCH_MODES = (*OUR_MODES, 'model_forward', 'hf_generate_dynamic', 'hf_generate_static')
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+def _names(cfg, field, allowed):
+    vals = tuple(getattr(cfg, field))
+    bad = [v for v in vals if v not in allowed]
+    if bad: raise ValueError(f"{field} {bad}: choose from {list(allowed)}")
+    setattr(cfg, field, vals)
 
 @dataclass
 class DecodeBenchConfig:
-    "Sizes and settings of the decoding-speed benchmark."
+    "Sizes and settings of the decoding-speed benchmark: the comparison with Hugging Face, then the context sweep."
     d_model:int=512 # model width
     n_layer:int=6 # layers
     n_head:int=8 # query heads
     vocab_size:int=600 # flat vocabulary
-    prompt_len:int=16 # prompt tokens (random ids)
-    new_tokens:int=256 # tokens generated per sequence
-    batches:tuple=(1, 64) # batch sizes
-    variants:tuple=tuple(VARIANTS) # keys of VARIANTS
-    modes:tuple=('ours_eager', 'model_forward', 'hf_generate_dynamic', 'hf_generate_static') # see BENCH_MODES
+    prompt_len:int=16 # prompt tokens (random ids) of the comparison
+    new_tokens:int=256 # tokens generated per sequence in the comparison
+    batches:tuple=(1, 64) # batch sizes of the comparison
+    variants:tuple=tuple(VARIANTS) # keys of VARIANTS or POOLED_VARIANTS
+    modes:tuple=('ours_eager', 'ours_compiled', 'hf_generate_dynamic', 'hf_generate_static') # see BENCH_MODES
+    dtypes:tuple=('float32', 'bfloat16') # parameter and cache dtypes of the comparison
+    large_batch_runs:tuple|None=None # 'mode/dtype' pairs run at batches > 1 (None: every mode in every dtype)
     hf_variants:tuple|None=None # variants that also get the Hugging Face modes (None: every one with a LLaMA twin)
+    contexts:tuple=() # context sweep: tokens cached before the timed ones (empty: no sweep)
+    sweep_batches:tuple=(1, 64) # batch sizes of the sweep
+    sweep_variants:tuple=('MHA', 'GQA G=2', 'MQA', 'AS-KVHS G=2') # variants of the sweep
+    sweep_modes:tuple=('ours_compiled',) # our modes in the sweep
+    sweep_dtype:str='bfloat16' # parameter and cache dtype of the sweep
+    sweep_new_tokens:tuple=(64, 32) # tokens timed per sweep row: (usually, when batch x context >= 65536)
     repeats:int=3 # timed runs per mode (best kept)
     threads:int|None=1 # torch CPU threads during the benchmark; None leaves the setting alone
     device:str='auto' # 'auto' (cuda if available), 'cpu', 'cuda'
-    dtype:str='float32' # parameter and cache dtype: float32, bfloat16, float16
     seed:int=0 # weights, prompts, attribute table
 
     def __post_init__(self):
-        bad = [m for m in self.modes if m not in BENCH_MODES]
-        if bad: raise ValueError(f"modes {bad}: choose from {BENCH_MODES}")
-        bad = [v for v in self.variants if v not in VARIANTS]
-        if bad: raise ValueError(f"variants {bad}: choose from {list(VARIANTS)}")
+        _names(self, 'modes', BENCH_MODES); _names(self, 'variants', {**VARIANTS, **POOLED_VARIANTS})
+        _names(self, 'dtypes', DTYPES); _names(self, 'sweep_modes', OUR_MODES)
+        _names(self, 'sweep_variants', {**VARIANTS, **POOLED_VARIANTS})
+        if self.sweep_dtype not in DTYPES: raise ValueError(f"sweep_dtype={self.sweep_dtype!r}: choose from {DTYPES}")
+        self.batches, self.contexts, self.sweep_batches = tuple(self.batches), tuple(self.contexts), tuple(self.sweep_batches)
+        self.sweep_new_tokens = tuple(self.sweep_new_tokens)
         check_ints(self, positive=('d_model', 'n_layer', 'n_head', 'vocab_size', 'prompt_len', 'new_tokens', 'repeats', 'threads'),
                    optional=('threads',))
-        if self.dtype not in ('float32', 'bfloat16', 'float16'): raise ValueError(f"dtype={self.dtype!r}: float32, bfloat16 or float16")
-        self.batches, self.variants, self.modes = tuple(self.batches), tuple(self.variants), tuple(self.modes)
+        for name in ('batches', 'contexts', 'sweep_batches', 'sweep_new_tokens'):
+            vals = {f'{name}[{i}]': v for i, v in enumerate(getattr(self, name))}
+            check_ints(vals, positive=tuple(vals))
+        if len(self.sweep_new_tokens) != 2: raise ValueError(f"sweep_new_tokens={self.sweep_new_tokens}: (usual, large) token counts")
+        if self.large_batch_runs is not None:
+            self.large_batch_runs = tuple(self.large_batch_runs)
+            bad = [r for r in self.large_batch_runs if r.partition('/')[0] not in self.modes or r.partition('/')[2] not in self.dtypes]
+            if bad: raise ValueError(f"large_batch_runs {bad}: 'mode/dtype' with a mode of `modes` and a dtype of `dtypes`")
         if self.hf_variants is not None:
             bad = [v for v in self.hf_variants if v not in self.variants]
             if bad: raise ValueError(f"hf_variants {bad}: not among variants {self.variants}")
             self.hf_variants = tuple(self.hf_variants)
+
+    def runs(self, batch:int, dtype:str)->tuple:
+        "The modes of the comparison run at `batch` in `dtype`."
+        if batch == 1 or self.large_batch_runs is None: return self.modes
+        return tuple(m for m in self.modes if f"{m}/{dtype}" in self.large_batch_runs)
+
+    def sweep_tokens(self, batch:int, context:int)->int:
+        "Tokens timed in the sweep row of `batch` sequences after `context` cached tokens."
+        return self.sweep_new_tokens[batch * context >= 65536]
 
 # %% ../nbs/15_askvhs_study.ipynb #5a604531
 def hf_twin(cfg:ModelConfig, # a flat MHA/GQA/MQA config
@@ -75,11 +108,55 @@ def hf_twin(cfg:ModelConfig, # a flat MHA/GQA/MQA config
     return LlamaForCausalLM(hc).eval()
 
 # %% ../nbs/15_askvhs_study.ipynb #5d1814ed
+def pooled_field_sizes(kind:str, # 'CPWord' or 'Octuple'
+                       corpus_name:str='music21-multitrack', # decides the tokenizer spec (`spec_for`)
+                      )->tuple: # the vocabulary size of every field
+    "Field vocabulary sizes of a pooled tokenizer, as `ModelConfig.field_vocab_sizes`."
+    return tuple(len(v) for v in spec_for(corpus_name, kind).build().vocab)
+
+def bench_model_config(cfg:DecodeBenchConfig, # the benchmark's sizes
+                       name:str, # a key of VARIANTS or POOLED_VARIANTS
+                       max_seq_len:int=1024, # at least the longest prompt + new tokens decoded
+                      )->ModelConfig:
+    "The benchmark model of variant `name`."
+    kw = dict(d_model=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head, max_seq_len=max_seq_len)
+    if name in POOLED_VARIANTS: return ModelConfig(0, **kw, attention='mha', field_vocab_sizes=pooled_field_sizes(POOLED_VARIANTS[name]))
+    return ModelConfig(cfg.vocab_size, **kw, **VARIANTS[name])
+
+# %% ../nbs/15_askvhs_study.ipynb #77bb17ab
+def step_bytes(model:MusicTransformer, # the decoder's model
+               batch:int, # sequences decoded together
+               cached:float, # tokens in the cache during the step (mean over the timed steps)
+               dtype:torch.dtype|None=None, # weight and cache dtype; None: the model's
+              )->dict: # {'weights': bytes, 'kv': bytes}
+    "Bytes one decoding step must move: each weight it reads once, and per sequence the cached keys and values read and the new ones written."
+    cfg, p = model.cfg, model.embed.weight
+    item = torch.empty((), dtype=dtype or p.dtype).element_size()
+    n = model.num_params()
+    if not cfg.tie_embeddings: n -= p.numel() - batch * cfg.n_fields * cfg.d_model  # an untied table: only the looked-up rows
+    if cfg.attention == 'askvhs' and cfg.askvhs_rank is None:  # full-rank AS-KVHS: the K/V weights of the attributes present
+        n -= (cfg.n_attr - min(batch, cfg.n_attr)) * 2 * cfg.n_kv_head * cfg.head_dim * cfg.d_model * cfg.n_layer
+    return dict(weights=n * item, kv=batch * (cached + 2) * model.kv_cache_bytes_per_token(dtype or p.dtype))
+
+def copy_bandwidth(device='cpu', # where to measure
+                   mb:int=512, # size of the tensor copied
+                   repeats:int=5, # copies timed (the fastest counts)
+                  )->float: # GB/s, bytes read + bytes written
+    "Memory bandwidth of `device`: the fastest of `repeats` copies of a large tensor, read and written bytes per second."
+    dev = torch.device(device)
+    src = torch.ones(mb * 2**20 // 4, device=dev); dst = torch.empty_like(src)
+    dst.copy_(src); best = math.inf
+    for _ in range(repeats):
+        _sync(dev); t = time.perf_counter(); dst.copy_(src); _sync(dev)
+        best = min(best, time.perf_counter() - t)
+    return 2 * src.numel() * 4 / best / 1e9
+
 def _sync(device:torch.device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
+# %% ../nbs/15_askvhs_study.ipynb #a7c4c6be
 def _model_forward_loop(model, prompt, n, attr_table):
-    "The reference: greedy decoding with MusicTransformer.forward and its KVCache."
+    "The reference: greedy decoding with MusicTransformer.forward and its KVCache (flat tokens)."
     cache = model.new_cache(prompt.shape[0], prompt.shape[1] + n)
     attr = (lambda t: attr_table[t]) if model.cfg.attention == 'askvhs' else (lambda t: None)
     tok, out = prompt, []
@@ -88,80 +165,155 @@ def _model_forward_loop(model, prompt, n, attr_table):
         out.append(tok)
     return torch.cat(out, 1)
 
+def _decoder(mode, model, batch, max_len, attr_table):
+    return Decoder(model, batch, max_len, OUR_MODES[mode], SamplingConfig(greedy=True), attr_of=attr_table,
+                   compile_step=mode == 'cuda_graph_compiled')
+
 def _runner_for(mode, model, hf, prompt, n, attr_table):
-    "A function k -> k new tokens after `prompt` (k <= n) in benchmark mode `mode` (None: not applicable)."
-    B = prompt.shape[0]
+    "A function k -> the k new tokens after `prompt` (k <= n) in benchmark mode `mode` (None: not applicable)."
+    B, T = prompt.shape[:2]
     if mode in OUR_MODES:
-        dec = Decoder(model, B, prompt.shape[1] + n, OUR_MODES[mode], SamplingConfig(greedy=True), attr_of=attr_table,
-                      compile_step=mode == 'cuda_graph_compiled')
-        return lambda k: dec(prompt, k)
-    if mode == 'model_forward': return lambda k: _model_forward_loop(model, prompt, k, attr_table)
+        dec = _decoder(mode, model, B, T + n, attr_table)
+        return lambda k: dec(prompt, k)[:, T:]
+    if mode == 'model_forward': return None if model.cfg.pooled else (lambda k: _model_forward_loop(model, prompt, k, attr_table))
     if hf is None: return None
     kw = dict(attention_mask=torch.ones_like(prompt), do_sample=False, cache_implementation='static' if mode == 'hf_generate_static' else None)
-    return lambda k: hf.generate(prompt, max_new_tokens=k, min_new_tokens=k, **kw)
+    return lambda k: hf.generate(prompt, max_new_tokens=k, min_new_tokens=k, **kw)[:, T:]
+
+def _sweep_runner(mode, model, ref, tok, batch, context, n, attr_table):
+    "A function k -> k new tokens after `context` tokens prefilled at batch 1 into `ref`, copied into every row of a batch."
+    dec = _decoder(mode, model, batch, context + n, attr_table)
+    dec.cache.k.copy_(ref.k[:, :, :, :context + n]); dec.cache.v.copy_(ref.v[:, :, :, :context + n])  # (L, 1, G, S, dh) -> every row
+    tok = tok.expand(batch, *tok.shape[1:])
+    return lambda k: dec.extend(tok, k, cached=context)
+
+def _prefill(model, prompt, max_len, attr_table):
+    "A batch-1 cache holding `prompt` (1, L[, F]), and the greedy token after it."
+    ref = model.new_cache(1, max_len)
+    attr = attr_table[prompt] if model.cfg.attention == 'askvhs' and not model.cfg.pooled else None
+    with torch.inference_mode(): lg = model(prompt, attr, cache=ref)
+    tok = torch.stack([l[:, -1].argmax(-1) for l in lg], -1) if model.cfg.pooled else lg[:, -1].argmax(-1)  # (1, F) or (1,)
+    return ref, tok
+
+def _time_group(runs:dict, n:int, repeats:int, dev)->tuple:
+    "Warm every runner up, then time `repeats` interleaved rounds: best seconds, peak MB and last output per (variant, mode), and errors."
+    ok, best, peak, out, err = {}, {}, {}, {}, {}
+    for key, make in runs.items():
+        mode = key[1]
+        try:
+            with torch.inference_mode():
+                run = make()
+                if run is None: continue
+                k = n if (mode == 'hf_generate_static' and dev.type == 'cuda') else min(n, 8)  # HF's static cache compiles per length on GPU
+                y = run(k); _sync(dev)  # compiles, captures, allocates
+                if y.shape[1] != k: raise RuntimeError(f"{mode} returned {y.shape[1]} tokens, not {k}")
+                ok[key] = run
+        except Exception as e: err[key] = f"{type(e).__name__}: {e}"[:300]
+    for _ in range(repeats):
+        for key, run in ok.items():
+            with PeakMemory(dev) as pm:
+                t = time.perf_counter()
+                with torch.inference_mode(): y = run(n)
+                _sync(dev)
+                dt = time.perf_counter() - t
+            if y.shape[1] != n: raise RuntimeError(f"{key} generated {y.shape[1]} tokens, not {n}")
+            best[key], peak[key], out[key] = min(best.get(key, math.inf), dt), max(peak.get(key, 0.0), pm.peak_mb), y
+    return best, peak, out, err
+
+def _match(out:dict, key:tuple, ref:str='ours_eager')->float:
+    "Share of the new tokens of (variant, mode) `key` equal to those of mode `ref` (same model and dtype): NaN for Hugging Face and missing runs."
+    ref = (key[0], ref)
+    if key[1].startswith('hf_') or key not in out or ref not in out: return math.nan
+    a, b = out[key].to('cpu'), out[ref].to('cpu')
+    return float((a == b).reshape(a.shape[0], a.shape[1], -1).all(-1).float().mean())
+
+def _tpn(tokens_per_note, name)->float:
+    "Tokens per note of variant `name`'s tokenizer: a number (REMI, the flat variants) or a dict by tokenizer name."
+    kind = POOLED_VARIANTS.get(name, 'REMI')
+    if isinstance(tokens_per_note, dict): return float(tokens_per_note.get(kind, math.nan))
+    return float(tokens_per_note) if kind == 'REMI' else math.nan
 
 def decode_benchmark(cfg:DecodeBenchConfig, # what to measure
-                     tokens_per_note:float=float('nan'), # REMI tokens per note of the corpus (for ms_per_note)
+                     tokens_per_note:float|dict=math.nan, # tokens per note: REMI's (flat variants), or {'REMI': .., 'CPWord': .., 'Octuple': ..}
                      progress:bool=True, # print a line per row
                     )->pd.DataFrame:
-    "Decoding speed and memory of every variant, batch and mode: one row each (the columns of decode_benchmark.csv)."
+    "Decoding speed, bytes per step and memory of every variant, dtype, batch, context and mode: one row each (decode_benchmark.csv)."
     dev = torch.device(cfg.device if cfg.device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu'))
-    dtype = getattr(torch, cfg.dtype)
     threads = torch.get_num_threads()
     if cfg.threads and dev.type == 'cpu': torch.set_num_threads(cfg.threads)
     info = device_info()
     label = info['device'] if (dev.type == 'cuda') == info['device'].startswith('cuda') else str(dev)
+    bw = copy_bandwidth(dev)
     rows = []
+    def emit(name, model, dtype, B, L, n, timing, res, modes):
+        best, peak, out, err = res
+        for mode in modes:
+            key = (name, mode)
+            if key not in best and key not in err: continue  # not applicable (HF for AS-KVHS, pooled)
+            dt, mc = best.get(key, math.nan), model.cfg
+            ms, sb = 1000 * dt / n, step_bytes(model, B, L + (n - 1) / 2, dtype)
+            step = sb['weights'] + sb['kv']
+            rows.append(dict(device=label, variant=name, attention=mc.attention, kv_heads=mc.n_kv_head, pooled=mc.pooled,
+                             dtype=str(dtype).removeprefix('torch.'), batch=B, context=L, timing=timing, mode=mode, new_tokens=n,
+                             tokens_per_s=B * n / dt, ms_per_token=ms, tokens_per_note=_tpn(tokens_per_note, name),
+                             ms_per_note=ms * _tpn(tokens_per_note, name), kv_bytes_per_token=model.kv_cache_bytes_per_token(dtype),
+                             weight_bytes_per_step=sb['weights'], kv_bytes_per_step=sb['kv'], bytes_per_step=step,
+                             bandwidth_gb_s=bw, bw_share=step / (ms / 1000) / (bw * 1e9), ceiling_tokens_per_s=B * bw * 1e9 / step,
+                             tokens_match=_match(out, key), peak_mem_mb=peak.get(key, math.nan),
+                             threads=torch.get_num_threads() if dev.type == 'cpu' else None, error=err.get(key, '')))
+            if progress:
+                r = rows[-1]
+                print(f"{name:16s} {r['dtype']:8s} B={B:<3d} L={L:<5d} {mode:20s} {r['tokens_per_s']:9.1f} tok/s {ms:8.2f} ms/step "
+                      f"{100 * r['bw_share']:5.1f}% of {bw:.0f} GB/s {r['error']}", flush=True)
+
+    def build(name, dtype, max_seq_len):
+        torch.manual_seed(cfg.seed)
+        model = MusicTransformer(bench_model_config(cfg, name, max_seq_len)).to(dev, dtype).eval()
+        model.check_inputs = False
+        return model
+
+    def prompt_of(model, B, T, seed):
+        g = torch.Generator().manual_seed(seed)
+        if model.cfg.pooled: return torch.stack([torch.randint(0, v, (B, T), generator=g) for v in model.cfg.field_vocab_sizes], -1).to(dev)
+        return torch.randint(3, cfg.vocab_size, (B, T), generator=g).to(dev)  # no special ids
+
+    attr_table = torch.randint(0, 8, (cfg.vocab_size,), generator=torch.Generator().manual_seed(cfg.seed)).to(dev)
     try:
-        for name in cfg.variants:
-            mc = ModelConfig(cfg.vocab_size, d_model=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                             max_seq_len=max(1024, cfg.prompt_len + cfg.new_tokens), **VARIANTS[name])
-            torch.manual_seed(cfg.seed)
-            model = MusicTransformer(mc).to(dev, dtype).eval()
-            model.check_inputs = False
-            hf = None
-            if mc.attention != 'askvhs' and any(m.startswith('hf_') for m in cfg.modes) and (cfg.hf_variants is None or name in cfg.hf_variants):
-                torch.manual_seed(cfg.seed); hf = hf_twin(mc).to(dev, dtype)
-            attr_table = torch.randint(0, mc.n_attr, (cfg.vocab_size,), generator=torch.Generator().manual_seed(cfg.seed)).to(dev)
+        for dname in cfg.dtypes:  # the comparison with Hugging Face: whole calls, every variant and mode of a batch interleaved
+            dtype = getattr(torch, dname)
+            if not any(cfg.runs(B, dname) for B in cfg.batches): continue
+            models = {name: build(name, dtype, max(1024, cfg.prompt_len + cfg.new_tokens)) for name in cfg.variants}
+            hfs = {}
+            if any(m.startswith('hf_') for B in cfg.batches for m in cfg.runs(B, dname)):
+                for name, model in models.items():
+                    if (cfg.hf_variants is None or name in cfg.hf_variants) and model.cfg.attention != 'askvhs' and not model.cfg.pooled:
+                        torch.manual_seed(cfg.seed); hfs[name] = hf_twin(model.cfg).to(dev, dtype)
             for B in cfg.batches:
-                g = torch.Generator().manual_seed(cfg.seed + B)
-                prompt = torch.randint(3, cfg.vocab_size, (B, cfg.prompt_len), generator=g).to(dev)  # no special ids
-                runs, best, peak, err = {}, {}, {}, {}
-                for mode in cfg.modes:
-                    try:
-                        with torch.inference_mode():
-                            run = _runner_for(mode, model, hf, prompt, cfg.new_tokens, attr_table)
-                            if run is not None:
-                                # warm-up: compiles, captures, allocates; HF's static cache on GPU compiles for its length
-                                k = cfg.new_tokens if (mode == 'hf_generate_static' and dev.type == 'cuda') else min(cfg.new_tokens, 8)
-                                out = run(k); _sync(dev)
-                                if out.shape[1] < k: raise RuntimeError(f"{mode} returned {out.shape[1]} tokens")
-                                runs[mode] = run
-                    except Exception as e: err[mode] = f"{type(e).__name__}: {e}"[:300]
-                for _ in range(cfg.repeats):
-                    for mode, run in runs.items():
-                        with PeakMemory(dev) as pm:
-                            t = time.perf_counter()
-                            with torch.inference_mode(): out = run(cfg.new_tokens)
-                            _sync(dev)
-                            dt = time.perf_counter() - t
-                        if out.shape[1] - (0 if mode == 'model_forward' else cfg.prompt_len) != cfg.new_tokens:
-                            raise RuntimeError(f"{mode} generated {out.shape[1]} tokens, not {cfg.new_tokens}")
-                        best[mode], peak[mode] = min(best.get(mode, math.inf), dt), max(peak.get(mode, 0.0), pm.peak_mb)
-                for mode in cfg.modes:
-                    if mode not in runs and mode not in err: continue  # not applicable (HF for AS-KVHS)
-                    dt = best.get(mode, math.nan)
-                    ms = 1000 * dt / cfg.new_tokens  # per decoding step = per token of one sequence
-                    rows.append(dict(device=label, attention=mc.attention, kv_heads=mc.n_kv_head, batch=B, mode=mode,
-                                     tokens_per_s=B * cfg.new_tokens / dt, ms_per_token=ms, tokens_per_note=tokens_per_note,
-                                     ms_per_note=ms * tokens_per_note, kv_bytes_per_token=model.kv_cache_bytes_per_token(dtype),
-                                     peak_mem_mb=peak.get(mode, math.nan), new_tokens=cfg.new_tokens,
-                                     threads=torch.get_num_threads() if dev.type == 'cpu' else None, variant=name, error=err.get(mode, '')))
-                    if progress:
-                        r = rows[-1]
-                        print(f"{name:12s} B={B:<3d} {mode:20s} {r['tokens_per_s']:9.1f} tok/s {r['ms_per_token']:7.2f} ms/token "
-                              f"{r['peak_mem_mb']:8.0f} MB {r['error']}", flush=True)
-            del model, hf
+                modes = cfg.runs(B, dname)
+                if not modes: continue
+                runs = {}
+                for name, model in models.items():
+                    prompt = prompt_of(model, B, cfg.prompt_len, cfg.seed + B)
+                    for m in modes:
+                        runs[name, m] = lambda m=m, model=model, hf=hfs.get(name), prompt=prompt: _runner_for(m, model, hf, prompt, cfg.new_tokens, attr_table)
+                res = _time_group(runs, cfg.new_tokens, cfg.repeats, dev)
+                for name, model in models.items(): emit(name, model, dtype, B, cfg.prompt_len, cfg.new_tokens, 'prompt+decode', res, modes)
+            del models, hfs
+        dtype = getattr(torch, cfg.sweep_dtype)
+        if cfg.contexts:  # the context sweep: decoding steps only, every variant of a batch and context interleaved
+            n_max = max(cfg.sweep_tokens(B, L) for B in cfg.sweep_batches for L in cfg.contexts)
+            models = {name: build(name, dtype, max(cfg.contexts) + n_max) for name in cfg.sweep_variants}
+            for L in cfg.contexts:
+                refs = {name: _prefill(model, prompt_of(model, 1, L, cfg.seed + L), L + n_max, attr_table) for name, model in models.items()}
+                for B in cfg.sweep_batches:
+                    n = cfg.sweep_tokens(B, L)
+                    runs = {(name, m): (lambda m=m, model=model, ref=refs[name]: _sweep_runner(m, model, *ref, B, L, n, attr_table))
+                            for name, model in models.items() for m in cfg.sweep_modes}
+                    res = _time_group(runs, n, cfg.repeats, dev)
+                    for name, model in models.items(): emit(name, model, dtype, B, L, n, 'decode', res, cfg.sweep_modes)
+                    del runs, res
+                del refs
+            del models
     finally: torch.set_num_threads(threads)
     return pd.DataFrame(rows)
 
@@ -203,7 +355,6 @@ def quality_benchmark(manifest:pd.DataFrame, # the music21 multi-track corpus (l
                        heldout_nll=float(bp['piece_nll'].sum() / tokens), tokens_per_note=corpus.tokens_per_note(),
                        nmsi=float('nan'), nmsi_se=float('nan'), train_loss=run.history[-1]['train_loss'], train_seconds=run.seconds,
                        steps=lm.steps, train_notes=lm.train_notes, heldout_notes=int(bp['piece_notes'].sum()), seq_len=run.seq_len)
-            row['val_flattened'], row['val_tail_gain'] = curve_flattened(run.history)  # None/NaN without a validation curve
             if nmsi_pieces:
                 at = corpus.attr_table if row['attention'] == 'askvhs' else None
                 r = continuation_nmsi(run.model, corpus, heldout_rows(corpus)[:nmsi_pieces], prompt_bars, continuation_bars,

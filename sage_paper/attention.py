@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['ATTENTION_KINDS', 'AttentionConfig', 'kv_head_map', 'kv_projection_map', 'kv_cache_bytes_per_token', 'rope_cos_sin',
-           'apply_rope', 'causal_mask', 'KVCache', 'KVCodec', 'attend', 'CausalSelfAttention']
+           'apply_rope', 'causal_mask', 'KVCache', 'KVCodec', 'attend_reduce', 'attend', 'CausalSelfAttention']
 
 # %% ../nbs/05_attention.ipynb #312a6117
 from dataclasses import dataclass
@@ -148,9 +148,15 @@ class KVCache:
 
     def update(self, layer_idx:int, k:torch.Tensor, v:torch.Tensor):
         "Write k, v (B, G, T, dh) of layer `layer_idx` at slots pos..pos+T-1; return the readable keys, values and the new slots."
-        slots = self.pos + torch.arange(k.shape[2], device=self.pos.device)  # (T,)
-        self.k[layer_idx].index_copy_(2, slots, k.to(self.k.dtype))
-        self.v[layer_idx].index_copy_(2, slots, v.to(self.v.dtype))
+        B, G, T, _ = k.shape
+        dev = self.pos.device
+        slots = self.pos + torch.arange(T, device=dev)  # (T,)
+        k, v = k.to(self.k.dtype), v.to(self.v.dtype)
+        if torch.compiler.is_compiling():  # one write into the 5-D buffer itself (a write into a view of it is compiled into a copy of the whole buffer)
+            idx = (torch.full((1, 1, 1), layer_idx, device=dev), torch.arange(B, device=dev)[:, None, None],
+                   torch.arange(G, device=dev)[:, None], slots)  # broadcast to (B, G, T)
+            self.k.index_put_(idx, k); self.v.index_put_(idx, v)
+        else: self.k[layer_idx].index_copy_(2, slots, k); self.v[layer_idx].index_copy_(2, slots, v)
         L = self.max_len if self.static else self.length + k.shape[2]
         return self.k[layer_idx, :, :, :L], self.v[layer_idx, :, :, :L], slots  # (B, G, L, dh) x2, (T,)
 
@@ -198,18 +204,32 @@ def _checking()->bool:
     capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
     return not (capturing or torch.compiler.is_compiling())
 
+def attend_reduce(q:torch.Tensor, # (B, G, r, dh): the r = H/G query heads of each KV head, one query each
+                  k:torch.Tensor, # (B, G, L, dh) rotated keys
+                  v:torch.Tensor, # (B, G, L, dh) values
+                  mask:torch.Tensor|None=None, # bool, broadcastable to (B, G, r, L); True = may attend
+                 )->torch.Tensor: # (B, G, r, dh)
+    "Single-query attention written as two reductions over the cache (scores, then the weighted sum of values), in fp32."
+    s = (q.unsqueeze(3).float() * k.unsqueeze(2).float()).sum(-1) * q.shape[-1] ** -0.5  # (B, G, r, 1, dh) * (B, G, 1, L, dh) -> (B, G, r, L)
+    if mask is not None: s = s.masked_fill(~mask, float('-inf'))
+    return (s.softmax(-1).unsqueeze(-1) * v.unsqueeze(2).float()).sum(-2).to(q.dtype)  # (B, G, r, L, 1) * (B, G, 1, L, dh) -> (B, G, r, dh)
+
 def attend(q:torch.Tensor, # (B, H, T, dh) rotated queries
            k:torch.Tensor, # (B, G, L, dh) rotated keys (G divides H)
            v:torch.Tensor, # (B, G, L, dh) values
            mask:torch.Tensor|None=None, # bool, broadcastable to (B, H, T, L); True = may attend
            causal:bool=False, # plain causal attention (no mask), T == L
            dropout:float=0.0, # dropout on the attention probabilities
+           kernel:str='auto', # single query: 'sdpa', 'reduce' (`attend_reduce`), or 'auto' (reduce on CPU under torch.compile)
           )->torch.Tensor: # (B, H, T, dh)
     "SDPA of H query heads over G KV heads; one query per sequence (a decoding step) folds a group's heads into query rows."
     B, H, T, dh = q.shape
     G = k.shape[1]
-    if T == 1 and G < H and not causal and (mask is None or mask.shape[-2] == 1):  # (B, G, H/G, dh): no copy of the KV heads
-        return F.scaled_dot_product_attention(q.view(B, G, H // G, dh), k, v, attn_mask=mask, dropout_p=dropout).view(B, H, 1, dh)
+    if T == 1 and not causal and (mask is None or mask.shape[-2] == 1):  # (B, G, H/G, dh): no copy of the KV heads
+        qg = q.view(B, G, H // G, dh)
+        if not dropout and (kernel == 'reduce' or (kernel == 'auto' and q.device.type == 'cpu' and not _checking())):
+            return attend_reduce(qg, k, v, mask).view(B, H, 1, dh)
+        if G < H: return F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, dropout_p=dropout).view(B, H, 1, dh)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout, enable_gqa=G < H)
 
 # %% ../nbs/05_attention.ipynb #8dc088f4
@@ -228,7 +248,8 @@ class CausalSelfAttention(nn.Module):
         self.out = nn.Linear(H * dh, cfg.d_model, bias=False)
         self.resid_drop = nn.Dropout(cfg.dropout)
         self.check_attr_range = True  # a model that validates attr once per forward turns this off
-        self.askvhs_kernel = 'auto'  # full-rank AS-KVHS: 'fused', 'grouped', or 'auto' (grouped on CPU outside graphs and compilation)
+        self.askvhs_kernel = 'auto'  # full-rank AS-KVHS: 'fused', 'grouped', 'gathered', or 'auto' (see `_kernel`)
+        self.attend_kernel = 'auto'  # single-query attention: 'sdpa', 'reduce', or 'auto' (see `attend`)
         self.tie_attribute_projections()
 
     @torch.no_grad()
@@ -247,10 +268,13 @@ class CausalSelfAttention(nn.Module):
             raise ValueError(f"attr ids must lie in [0, n_attr={self.cfg.n_attr}), got {int(attr.min())}..{int(attr.max())}")
         return attr.long()
 
-    def _grouped(self, x)->bool:
-        "Use the grouped AS-KVHS kernel? ('auto': on CPU, outside CUDA-graph capture and torch.compile.)"
+    def _kernel(self, x)->str:
+        "The full-rank AS-KVHS kernel for input x; 'auto': grouped on CPU, gathered for one token on CPU under torch.compile, else fused."
         k = self.askvhs_kernel
-        return k == 'grouped' or (k == 'auto' and x.device.type == 'cpu' and _checking())
+        if k != 'auto': return k
+        if x.device.type != 'cpu': return 'fused'
+        if _checking(): return 'grouped'
+        return 'gathered' if x.shape[0] * x.shape[1] == 1 else 'fused'
 
     def _project_grouped(self, x, attr):
         "Queries, and each token's K/V through its own attribute's projection only: tokens sorted by attribute, one matmul per attribute present."
@@ -267,6 +291,15 @@ class CausalSelfAttention(nn.Module):
             kv = srt.new_zeros(len(af), 2 * G * dh).index_copy(0, order, srt)  # back in token order
         return q, kv.view(*x.shape[:-1], 2 * G * dh)  # (B, T, H*dh), (B, T, 2*G*dh)
 
+    def _project_gathered(self, x, attr):
+        "Each token's queries, keys and values as one reduction against the rows of W it needs (the queries' and its attribute's K/V), gathered per token."
+        H, G, dh, d = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim, self.cfg.d_model
+        dev = x.device
+        rows = torch.cat([torch.arange(H * dh, device=dev).expand(*attr.shape, H * dh),
+                          H * dh + attr[..., None] * 2 * G * dh + torch.arange(2 * G * dh, device=dev)], -1)  # (B, T, H*dh + 2*G*dh)
+        y = (x.unsqueeze(-2) * self.qkv.weight[rows]).sum(-1)  # (B, T, 1, d) * (B, T, H*dh + 2*G*dh, d) -> (B, T, H*dh + 2*G*dh)
+        return y.split([H * dh, 2 * G * dh], -1)  # (B, T, H*dh), (B, T, 2*G*dh)
+
     def project_qkv(self,
                     x:torch.Tensor, # (B, T, d)
                     attr:torch.Tensor|None=None, # (B, T) attribute ids, needed for AS-KVHS
@@ -274,8 +307,10 @@ class CausalSelfAttention(nn.Module):
         "Queries (B, T, H, dh) and keys, values (B, T, G, dh); AS-KVHS uses each token's attribute projection."
         B, T, _ = x.shape
         H, G, dh, A = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim, self.cfg.n_attr
-        if self.askvhs and self.rank is None and self._grouped(x):
-            q, kv = self._project_grouped(x, self._check_attr(attr, B, T))  # (B, T, H*dh), (B, T, 2*G*dh)
+        kernel = self._kernel(x) if self.askvhs and self.rank is None else None
+        if kernel in ('grouped', 'gathered'):
+            project = self._project_grouped if kernel == 'grouped' else self._project_gathered
+            q, kv = project(x, self._check_attr(attr, B, T))  # (B, T, H*dh), (B, T, 2*G*dh)
             return q.view(B, T, H, dh), *kv.view(B, T, 2, G, dh).unbind(2)  # (B, T, H, dh), (B, T, G, dh) x2
         y = self.qkv(x)  # (B, T, H*dh + n_kv_proj*2*G*dh + A*r)
         q, kv = y.split([H * dh, y.shape[-1] - H * dh], -1)
@@ -337,6 +372,6 @@ class CausalSelfAttention(nn.Module):
         if mem_pos is None and cache is None: mask, causal = None, True  # a plain causal block
         elif mem_pos is None and T == 1 and not static: mask, causal = None, False  # one query sees every cached key
         else: mask, causal = causal_mask(q_slots, L, mem_pos), False  # (T, L) or (B, 1, T, M + L)
-        y = attend(q, k, v, mask, causal, self.cfg.dropout if self.training else 0.0)  # (B, H, T, dh)
+        y = attend(q, k, v, mask, causal, self.cfg.dropout if self.training else 0.0, self.attend_kernel)  # (B, H, T, dh)
         y = self.resid_drop(self.out(y.transpose(1, 2).reshape(B, T, H * dh)))  # (B, T, H*dh) -> (B, T, d)
         return y, new_kv

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_generate.ipynb #585c372f
 from __future__ import annotations
-import math
+import math, types
 from dataclasses import dataclass
 from typing import Callable
 import numpy as np
@@ -75,7 +75,7 @@ def _as_attr_table(attr_of, device):
 class Decoder:
     "KV-cached decoding from a MusicTransformer: prefill a prompt, then one token per step through the model's own blocks."
     def __init__(self,
-                 model:MusicTransformer, # the model (its weights are read at every step, never copied)
+                 model:MusicTransformer, # the model (its weights are read at every step; `compile` on CPU packs them, again when they change)
                  batch:int, # sequences decoded together (prompts of equal length)
                  max_len:int, # cache slots: prompt + new tokens, at most cfg.max_seq_len
                  mode:str='auto', # 'eager', 'static', 'compile', 'cuda_graph'; 'auto': cuda_graph on GPU, eager on CPU
@@ -104,7 +104,7 @@ class Decoder:
         with torch.no_grad():
             cos, sin = rope_cos_sin(torch.arange(max_len, device=self.device), cfg.head_dim, cfg.rope_base)  # (max_len, dh) each
             self.cos, self.sin = cos.to(p.dtype), sin.to(p.dtype)
-        self.length, self._fn, self._graph = 0, None, None
+        self.length, self._fn, self._graph, self._key = 0, None, None, None
         if mode != 'eager': self._buffers()
 
     @property
@@ -187,14 +187,35 @@ def _warm_up(self:Decoder, steps:int=3):
     for _ in range(steps): self._fn()
     for t, s in zip(live, saved): t.copy_(s)
 
+def _frozen(fn:Callable)->Callable:
+    "fn, compiled (at its first call) with inductor's CPU freezing (weights as constants, prepacked for oneDNN) and a C++ wrapper."
+    import torch._inductor.config as inductor_config  # torch's compiler: loaded only by compiled decoders
+    def call():
+        with inductor_config.patch(freezing=True, cpp_wrapper=True): return fn()
+    return call
+
+def _own_code(obj, fn:Callable)->Callable:
+    "`fn` bound to `obj` through a copy of its code object: torch.compile keeps its graphs per code object, so this copy starts with none."
+    f = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    return types.MethodType(f, obj)
+
+@patch
+def _weights_key(self:Decoder)->tuple:
+    "Identity and version counter of every parameter: changes when a weight is replaced or modified in place."
+    return tuple((id(p), p._version) for p in self.model.parameters())
+
 @patch
 def _runner(self:Decoder,
             room:int, # free cache slots after the prompt
            )->Callable:
-    "What runs one fixed-shape step: the body, its compiled form, or a replay of its CUDA graph (captured once)."
+    "What runs one fixed-shape step: the body, its compiled form, or a replay of its CUDA graph (made again if the weights changed)."
+    key = self._weights_key()
+    if self._fn is not None and key != self._key: self._fn, self._graph = None, None  # a frozen or captured step would be stale
     if self._fn is None:
-        self._fn = self._body
-        if self.mode == 'compile' or self.compile_step: self._fn = torch.compile(self._body, dynamic=False)
+        self._fn, self._key = self._body, key
+        if self.mode == 'compile' or self.compile_step:
+            self._fn = torch.compile(_own_code(self, Decoder._body), dynamic=False)  # this decoder's own compiled graphs
+            if self.device.type == 'cpu': self._fn = _frozen(self._fn)
     if self.mode != 'cuda_graph': return self._fn
     if self._graph is None:
         if room < 4: return self._fn  # no room for the 3 warm-up steps after the prompt: run uncaptured this time
@@ -244,31 +265,40 @@ def __call__(self:Decoder,
 
 @patch
 def _decode(self:Decoder, prompt, n:int, generator):
-    "Prefill with the model's checked forward, then `n - 1` steps (eager loop, or the fixed-shape body)."
+    "Prefill with the model's checked forward, choose the first token, then `n - 1` steps."
     T = prompt.shape[1]
     lg = self.model(prompt, self._attr(prompt), cache=self.cache)  # prefill: (B, T, V) or F x (B, T, V_f)
     lg = [l[:, -1] for l in lg] if self.pooled else lg[:, -1]
     self.length = T
     state = self.grammar.start(prompt) if self.grammar is not None else None
     tok, state = self._choose(lg, state, self._draw(generator))
+    out, logits = self._steps(tok, state, lg, n, generator)
+    self.length = T + n - 1  # tokens in the cache (the last new token is never fed back)
+    seq = torch.cat([prompt, out], 1)
+    return (seq, logits) if self.keep_logits else seq
+
+@patch
+def _steps(self:Decoder, tok, state, lg, n:int, generator)->tuple:
+    "`tok` (chosen from logits `lg`) and `n - 1` more tokens, each fed back in turn (eager loop, or the fixed-shape body): (B, n[, F]), logits."
     if self.mode == 'eager':
-        toks, logits = [tok], [lg]
+        toks, logits = [tok], [lg]  # lg None (`extend`): no logits for the first token
         for _ in range(n - 1):
             lg = self._step(tok, self._attr(tok))
             tok, state = self._choose(lg, state, self._draw(generator))
             toks.append(tok); logits.append(lg)
         out = torch.stack(toks, 1)  # (B, n[, F])
-        if self.keep_logits: logits = [torch.stack(f, 1) for f in zip(*logits)] if self.pooled else torch.stack(logits, 1)
+        if self.keep_logits and logits[0] is not None:
+            logits = [torch.stack(f, 1) for f in zip(*logits)] if self.pooled else torch.stack(logits, 1)
     else:
         if state is not None:
             if self.state_buf is None: self.state_buf = [s.clone() for s in state]
             for b, s in zip(self.state_buf, state): b.copy_(s)
         self.tok_buf.copy_(tok); self.out_buf[:, 0] = tok; self.step_buf.fill_(1)
         if self.uses_attr: self.attr_buf.copy_(self._attr(tok))
-        if self.keep_logits:
+        if self.keep_logits and lg is not None:
             for b, l in zip(self.logits_buf, lg if self.pooled else [lg]): b[:, 0] = l
         if n > 1:
-            run = self._runner(self.max_len - T)
+            run = self._runner(self.max_len - self.length)
             for _ in range(n - 1):
                 if self.noise_buf is not None:
                     for b in self.noise_buf: b.exponential_(generator=generator)  # this step's draws, read by the graph
@@ -277,9 +307,32 @@ def _decode(self:Decoder, prompt, n:int, generator):
         if self.keep_logits:
             logits = [b[:, :n].clone() for b in self.logits_buf]
             if not self.pooled: logits = logits[0]
-    self.length = T + n - 1  # tokens in the cache (the last new token is never fed back)
-    seq = torch.cat([prompt, out], 1)
-    return (seq, logits) if self.keep_logits else seq
+    return out, (logits if self.keep_logits and lg is not None else None)
+
+# %% ../nbs/08_generate.ipynb #91dee669
+@patch
+@torch.inference_mode()
+def extend(self:Decoder,
+           tok:torch.Tensor, # (B,) or (B, F): the next input token of every sequence, e.g. the last one generated
+           max_new_tokens:int, # tokens generated after `tok`
+           cached:int|None=None, # tokens the cache holds before `tok` (rewinds to them); None: as the previous call left it
+           generator:torch.Generator|None=None, # seeds the sampling draws
+          )->torch.Tensor: # (B, max_new_tokens[, F]) new tokens, `tok` not included
+    "Feed `tok` after the `cached` tokens already in the cache and generate `max_new_tokens` more (no prompt, no grammar)."
+    if self.grammar is not None: raise ValueError("extend: a grammar needs a prompt's state; call the decoder with the prompt instead")
+    check_ints(dict(max_new_tokens=max_new_tokens), positive=('max_new_tokens',))
+    L = self.length if cached is None else cached
+    if not 1 <= L or L + max_new_tokens > self.max_len:
+        raise ValueError(f"cached={L} + max_new_tokens={max_new_tokens} must fit in max_len={self.max_len} (and cached >= 1)")
+    tok = torch.as_tensor(tok, device=self.device).long()
+    if tuple(tok.shape) != ((self.batch, self.cfg.n_fields) if self.pooled else (self.batch,)):
+        raise ValueError(f"tok has shape {tuple(tok.shape)}, expected ({self.batch},)" + (f" x F={self.cfg.n_fields}" if self.pooled else ""))
+    self.cache.pos.fill_(L); self.cache.length = self.length = L
+    was = self.model.training; self.model.eval()
+    try: out, _ = self._steps(tok, None, None, max_new_tokens + 1, generator)
+    finally: self.model.train(was)
+    self.length = L + max_new_tokens  # tok and every new token but the last are cached
+    return out[:, 1:]
 
 # %% ../nbs/08_generate.ipynb #024dff23
 def generate(model:MusicTransformer, # the model, on the device to decode on

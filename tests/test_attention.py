@@ -7,7 +7,7 @@ decoding and memory for every kind on the whole decoder. Those properties are no
 import pytest
 import torch
 
-from sage_paper.attention import (AttentionConfig, CausalSelfAttention, KVCache, KVCodec, apply_rope, causal_mask,
+from sage_paper.attention import (AttentionConfig, CausalSelfAttention, KVCache, KVCodec, apply_rope, attend, causal_mask,
                                   kv_cache_bytes_per_token, kv_head_map, kv_projection_map, rope_cos_sin)
 
 SMALL = dict(d_model=32, n_head=4, max_seq_len=16)
@@ -174,7 +174,7 @@ def test_low_rank_askvhs_matches_naive_reference():
         torch.testing.assert_close(att(x, pos, attr)[0], reference(att, x, attr, pos), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize('kernel', ['fused', 'grouped'])
+@pytest.mark.parametrize('kernel', ['fused', 'grouped', 'gathered'])
 def test_only_used_attribute_projections_get_gradient(kernel):
     att = make('askvhs', 2, n_attr=4)
     att.askvhs_kernel = kernel
@@ -184,6 +184,65 @@ def test_only_used_attribute_projections_get_gradient(kernel):
     H, hd = c.n_head * c.head_dim, 2 * c.n_kv_head * c.head_dim
     g = att.qkv.weight.grad[H:].view(4, hd, -1).abs().sum((1, 2))  # per attribute
     assert g[0] > 0 and g[2] > 0 and g[1] == 0 and g[3] == 0
+
+
+@pytest.mark.parametrize('B,T', [(1, 1), (3, 1), (2, 5)])
+def test_askvhs_kernels_give_the_same_projections(B, T):
+    "fused (one matmul, then each token's slice), grouped (one matmul per attribute present), gathered (per-token weights)."
+    att = make('askvhs', 2, n_attr=6)
+    x, attr = torch.randn(B, T, 32), torch.randint(0, 6, (B, T))
+    out = {}
+    with torch.no_grad():
+        for kernel in ('fused', 'grouped', 'gathered'):
+            att.askvhs_kernel = kernel
+            out[kernel] = att.project_qkv(x, attr)
+    for kernel in ('grouped', 'gathered'):
+        for a, b in zip(out['fused'], out[kernel]): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_kernels_follow_the_device_and_the_compiler():
+    "Eager on CPU: the grouped AS-KVHS kernel; under torch.compile on CPU: gathered for one token, fused for more."
+    att = make('askvhs', 2)
+    seen = []
+    att._project_grouped = lambda x, a, f=att._project_grouped: seen.append('grouped') or f(x, a)
+    with torch.no_grad(): att(torch.randn(1, 1, 32), attr=torch.zeros(1, 1, dtype=torch.long))
+    assert seen == ['grouped']
+    torch._dynamo.reset()
+    kernel = torch.compile(lambda x: att._kernel(x), dynamic=False)
+    assert [kernel(torch.randn(B, T, 32)) for B, T in ((1, 1), (4, 1), (1, 3))] == ['gathered', 'fused', 'fused']
+    torch._dynamo.reset()
+    att.askvhs_kernel = 'grouped'
+    assert att._kernel(torch.randn(1, 1, 32)) == 'grouped'
+
+
+def test_reduce_attention_equals_sdpa():
+    "The single-query kernel that compiles well on CPU: the same outputs as SDPA, with GQA folding, masks and a memory mask."
+    torch.manual_seed(0)
+    for B, H, G, L in ((2, 8, 2, 9), (1, 4, 4, 5), (3, 4, 1, 7)):
+        q, k, v = torch.randn(B, H, 1, 8), torch.randn(B, G, L, 8), torch.randn(B, G, L, 8)
+        for mask in (None, torch.arange(L)[None] <= L - 3, torch.rand(B, 1, 1, L) > 0.3):
+            if mask is not None: mask[..., 0] = True  # every row sees a key
+            want = attend(q, k, v, mask, kernel='sdpa')
+            torch.testing.assert_close(attend(q, k, v, mask, kernel='reduce'), want, rtol=1e-5, atol=1e-5)
+    qb, kb, vb = (t.bfloat16() for t in (q, k, v))
+    torch.testing.assert_close(attend(qb, kb, vb, kernel='reduce').float(), attend(q, k, v), rtol=0.05, atol=0.03)
+
+
+def test_compiled_cache_write_is_the_eager_one():
+    "Under torch.compile the cache is written by one index_put_ on its 5-D buffer: the same slots as index_copy_."
+    k, v = torch.randn(2, 3, 2, 4), torch.randn(2, 3, 2, 4)  # (B, G, T, dh)
+    caches = [KVCache(3, 2, 3, 6, 4, static=True) for _ in range(2)]
+    for c in caches: c.pos.fill_(3)
+    def write(c, k, v):
+        out = c.update(1, k, v)
+        c.advance(2)
+        return out
+    torch._dynamo.reset()
+    ka, va, sa = write(caches[0], k, v)
+    kb, vb, sb = torch.compile(write, fullgraph=True)(caches[1], k, v)
+    torch._dynamo.reset()
+    assert torch.equal(caches[0].k, caches[1].k) and torch.equal(caches[0].v, caches[1].v) and torch.equal(sa, sb)
+    assert torch.equal(ka, kb) and int(caches[1].pos) == 5 and caches[1].k[1, :, :, 3:5].equal(k) and caches[1].k[0].abs().sum() == 0
 
 
 # ---------------------------------------------------------------- cache, positions and memory

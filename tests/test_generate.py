@@ -3,6 +3,8 @@ decoding, the compiled step, graph warm-up, grammar masks on real music (REMI, B
 
 `08_generate` checks every kind at batch 2 against the uncached forward and a recomputing loop, eager against static
 sampling, top-k/top-p limits and seeds; those are not repeated here."""
+import copy
+
 import pytest
 import torch
 
@@ -61,6 +63,68 @@ def test_compiled_body_gives_the_eager_tokens(remi, perturbed):
     cfg, attr = SamplingConfig(top_p=0.9), attribute_types(remi)
     a, b = (Decoder(m, 3, 60, mode, cfg, TokenGrammar(remi), attr)(prompt, 40, torch.Generator().manual_seed(5)) for mode in ("eager", "compile"))
     assert torch.equal(a, b)
+
+
+def assert_same_greedy_until_a_tie(ref, got, tol):
+    """(tokens, logits) of two greedy decoders of one prompt: the logits agree within `tol` on every step up to and including
+    the first step whose tokens differ; so the tokens can differ only after a near-tie (a top-2 gap of at most 2 tol)."""
+    (ta, la), (tb, lb) = ref, got
+    n = la.shape[1]
+    differ = (ta[:, -n:] != tb[:, -n:]).any(0)  # (n,) over the batch's rows
+    i = int(differ.nonzero()[0]) if differ.any() else n - 1
+    torch.testing.assert_close(lb[:, :i + 1].float(), la[:, :i + 1].float(), rtol=0, atol=tol)
+    return int(differ.any())
+
+
+COMPILED = [(k, g, e, 1) for k, g, e in KINDS] + [("gqa", 2, {}, 3), ("askvhs", 2, {}, 3)]  # batch 1: gathered AS-KVHS; 3: fused
+
+
+@pytest.mark.parametrize("kind,G,extra,B", COMPILED, ids=[f"{k}{g}{'-r' if e else ''}-b{b}" for k, g, e, b in COMPILED])
+def test_compiled_decoder_gives_the_eager_greedy_tokens_fp32_and_bf16(kind, G, extra, B, perturbed):
+    """The CPU fast path (torch.compile of the fixed-shape step, weights frozen and prepacked for oneDNN, reduce attention,
+    gathered AS-KVHS at batch 1, fused above) against the eager decoder. fp32: the same greedy tokens and logits. bf16 weights:
+    the compiled decoder's logits are those of the eager bf16 decoder, and of fp32, within bf16 rounding (5% of the largest
+    logit), so its tokens are the eager bf16 tokens up to a near-tie, where two numerically equal choices may go either way."""
+    m32 = perturbed(ModelConfig(50, **TINY, attention=kind, n_kv_head=G, **extra), scale=0.3)
+    attr = torch.arange(50) % 8
+    prompt = torch.randint(0, 50, (B, 7), generator=torch.Generator().manual_seed(2))
+    out = {}
+    for dt in (torch.float32, torch.bfloat16):
+        m = m32 if dt == torch.float32 else copy.deepcopy(m32).to(dt)
+        for mode in ("eager", "compile"):
+            out[dt, mode] = generate(m, prompt, 24, attr_of=attr, greedy=True, mode=mode, return_logits=True)
+    assert torch.equal(out[torch.float32, "eager"][0], out[torch.float32, "compile"][0])
+    torch.testing.assert_close(out[torch.float32, "compile"][1], out[torch.float32, "eager"][1], rtol=1e-4, atol=1e-4)
+    tol = 0.05 * float(out[torch.float32, "eager"][1].abs().max())
+    assert_same_greedy_until_a_tie(out[torch.bfloat16, "eager"], out[torch.bfloat16, "compile"], tol)
+    assert_same_greedy_until_a_tie(out[torch.float32, "eager"], out[torch.bfloat16, "compile"], tol)
+
+
+def test_compiled_pooled_decoder_and_extend(perturbed):
+    "Pooled tokens (fields chosen in turn) through the compiled step; extend continues a filled cache like one longer call."
+    m = perturbed(ModelConfig(0, **TINY, attention="mha", field_vocab_sizes=(6, 9, 11)), scale=0.3)
+    prompt = torch.stack([torch.randint(0, v, (2, 5), generator=torch.Generator().manual_seed(v)) for v in (6, 9, 11)], -1)
+    dec = Decoder(m, 2, 40, "compile", SamplingConfig(greedy=True))
+    whole = dec(prompt, 30)
+    assert torch.equal(whole, Decoder(m, 2, 40, "eager", SamplingConfig(greedy=True))(prompt, 30))
+    part = dec(prompt, 10)
+    assert torch.equal(dec.extend(part[:, -1], 20), whole[:, 15:])
+    assert torch.equal(dec.extend(part[:, -1], 20, cached=14), whole[:, 15:])  # rewound: the same steps again
+
+
+def test_compiled_decoder_follows_weight_changes(perturbed):
+    """On CPU the compiled step holds the weights as constants (packed for oneDNN); a weight changed in place, or replaced,
+    makes the decoder compile afresh, and a new decoder never reuses another one's compiled step."""
+    m = perturbed(ModelConfig(50, **TINY), scale=0.3)
+    prompt = torch.randint(0, 50, (1, 5), generator=torch.Generator().manual_seed(3))
+    dec = Decoder(m, 1, 30, "compile", SamplingConfig(greedy=True))
+    assert torch.equal(dec(prompt, 20), generate(m, prompt, 20, greedy=True))
+    with torch.no_grad(): m.blocks[0].mlp.fc.weight.mul_(-1)
+    want = generate(m, prompt, 20, greedy=True)
+    assert torch.equal(dec(prompt, 20), want)
+    assert torch.equal(Decoder(m, 1, 30, "compile", SamplingConfig(greedy=True))(prompt, 20), want)
+    m.blocks[1].attn.out.weight = torch.nn.Parameter(-m.blocks[1].attn.out.weight.detach())
+    assert torch.equal(dec(prompt, 20), generate(m, prompt, 20, greedy=True))
 
 
 def test_graph_warm_up_leaves_no_trace(remi, perturbed):

@@ -68,7 +68,8 @@ SMOKE_TABLES = {
     "e01_tokens": {"tokens_per_note": lambda d: (d.tokens_per_note > 0.5).all()},
     "e02_bpe_study": {"bpe_study": lambda d: d.bits_per_note.notna().all() and (d.bits_per_note_rel[d.n_merges == 0] == 0).all(),
                       "bpe_pieces": lambda d: (d.notes > 0).all() and d.nll.gt(0).all()},
-    "e03_askvhs": {"decode_benchmark": lambda d: d.error.fillna("").eq("").all() and (d.tokens_per_s > 0).all(),
+    "e03_askvhs": {"decode_benchmark": lambda d: d.error.fillna("").eq("").all() and (d.tokens_per_s > 0).all()
+                                        and d.timing.eq("decode").any() and (d.bw_share > 0).all() and d.pooled.any(),
                    "askvhs_quality": lambda d: d.bits_per_note.gt(0).all() and d.pooled.any(),
                    "askvhs_pieces": lambda d: d.groupby("variant").piece_id.apply(tuple).nunique() == 1},
     "e04_dsmr": {"dsmr_table": lambda d: (d.best_val_ppl > 1).all() and {"full", "two_scale"} <= set(d.variant),
