@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_reproduce.ipynb #906745c4
 from __future__ import annotations
-import hashlib, json, os, platform, re, subprocess, sys, time, traceback
+import hashlib, json, os, platform, re, subprocess, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
 from .core import repo_root, device_info, versions
@@ -233,7 +233,8 @@ def run_notebook(nb_path, # an experiment notebook
                  timeout:int|None=None, # seconds per cell
                 ) -> tuple:
     "Execute one notebook with papermill; return (status, error) and never raise on a failing cell."
-    import papermill as pm
+    import logging, papermill as pm
+    logging.getLogger("papermill.translators").setLevel(logging.ERROR)  # its type inspection splits lines at '=' and warns on "GQA G=2"
     Path(executed_path).parent.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(str(nb_path), str(executed_path), parameters=params, kernel_name="python3", language="python",
