@@ -16,9 +16,9 @@ from .bpe_study import summary_table
 REPEAT_BUCKETS_FAR = REPEAT_BUCKETS[1:]  # repeats whose source lies more than one segment back
 
 # %% auto #0
-__all__ = ['REPEAT_BUCKETS_FAR', 'TABLES', 'SAGE', 'BPE_CLAIMS', 'ASKVHS_CLAIMS', 'DSMR', 'DSMR_CLAIMS', 'UNITS', 'verdict',
-           'listening_csv', 'load_tables', 'piece_matrix', 'common_pieces', 'Claim', 'row', 'bpe_claims', 'wilson',
-           'askvhs_claims', 'dsmr_claims', 'ledger', 'ledger_markdown', 'forest_plot', 'claims_at_a_glance',
+__all__ = ['REPEAT_BUCKETS_FAR', 'TABLES', 'MIN_SEEDS', 'SAGE', 'BPE_CLAIMS', 'ASKVHS_CLAIMS', 'DSMR', 'DSMR_CLAIMS', 'UNITS',
+           'verdict', 'listening_csv', 'load_tables', 'piece_matrix', 'common_pieces', 'Claim', 'row', 'bpe_claims',
+           'wilson', 'askvhs_claims', 'dsmr_claims', 'ledger', 'ledger_markdown', 'forest_plot', 'claims_at_a_glance',
            'runs_markdown', 'corpus_markdown', 'bpe_markdown', 'askvhs_markdown', 'dsmr_markdown']
 
 # %% ../nbs/17_claims.ipynb #ad9024e0
@@ -98,13 +98,16 @@ def _flat_note(rows:pd.DataFrame)->tuple:
     if f.all(): return True, ""
     return False, f"{int((~f).sum())} of {len(f)} models had not flattened (validation still improving by >= 2% over the last 20% of steps)"
 
-def _decide(c, est, lo, hi, seeds, rows, note='', scale='', **rule)->dict:
-    "A ledger row from an estimate and interval, demoted to 'undecided' when its models had not flattened."
-    flat, fnote = _flat_note(rows)
-    v = verdict(lo, hi, **rule)
-    if not flat and v != 'undecided': v, note = 'undecided', "; ".join(x for x in (note, fnote, f"the interval alone says {verdict(lo, hi, **rule)}") if x)
-    elif fnote: note = "; ".join(x for x in (note, fnote) if x)
-    return row(c, est, lo, hi, seeds, v, note, scale)
+MIN_SEEDS = 3  # a verdict on trained models needs at least this many seeds: seed-to-seed spread alone can reach 10%
+
+def _decide(c, est, lo, hi, seeds, rows=None, note='', scale='', **rule)->dict:
+    "A ledger row from an estimate and interval, demoted to 'undecided' when it rests on fewer than `MIN_SEEDS` seeds or on models whose validation curves had not flattened."
+    flat, fnote = _flat_note(rows) if rows is not None else (True, '')
+    why = [x for x in ('' if flat else fnote, f"{seeds} seed(s), fewer than {MIN_SEEDS}" if seeds < MIN_SEEDS else '') if x]
+    v, notes = verdict(lo, hi, **rule), [note, fnote if flat else '']
+    if why and v != 'undecided': notes += why + [f"the interval alone says {v}"]; v = 'undecided'
+    else: notes += why
+    return row(c, est, lo, hi, seeds, v, "; ".join(x for x in notes if x), scale)
 
 # %% ../nbs/17_claims.ipynb #95246b03
 SAGE = "SAGE-Music"
@@ -315,7 +318,9 @@ def dsmr_claims(t:dict, **kw)->list:
             vs_ = [verdict(lo, hi, above=0) if a != "two_scale" else verdict(lo, hi, above=-0.01) for (e, lo, hi), a, b in pairs]
             v = 'holds' if all(x == 'holds' for x in vs_) else 'fails' if 'fails' in vs_ else 'undecided'
             ours = " < ".join(g.groupby("variant").best_val_ppl.mean()[order].sort_values().index)
-            out.append(row(DSMR_CLAIMS["D-order"], np.nan, np.nan, np.nan, int(g.seed.nunique()), v, f"{corpus}: ours {ours}", corpus))
+            n, note = int(g.seed.nunique()), f"{corpus}: ours {ours}"
+            if n < MIN_SEEDS and v != 'undecided': v, note = 'undecided', f"{note}; {n} seed(s), fewer than {MIN_SEEDS}; the pairs alone say {v}"
+            out.append(row(DSMR_CLAIMS["D-order"], np.nan, np.nan, np.nan, n, v, note, corpus))
         else: out.append(_untested(DSMR_CLAIMS["D-order"], f"{corpus}: needs all five rows"))
     Rep = t.get("dsmr_repeats")
     c = DSMR_CLAIMS["D-control"]
@@ -325,7 +330,7 @@ def dsmr_claims(t:dict, **kw)->list:
         far = lambda v: ctl[ctl.variant == v].assign(n=lambda d: d.loss * d.tokens).groupby("seed")[["n", "tokens"]].sum().pipe(lambda d: (d.n / d.tokens).to_numpy()[:, None])
         A, B = far("full"), far("none")
         e, lo, hi = bootstrap(lambda a, b: b.mean() - a.mean(), A, B, **kw)
-        out.append(row(c, e, lo, hi, min(len(A), len(B)), verdict(lo, hi, above=0), "control: nats per token, repeats 1+ segments back", "control"))
+        out.append(_decide(c, e, lo, hi, min(len(A), len(B)), None, "control: nats per token, repeats 1+ segments back", "control", above=0))
     for cid, alt in (("D3-longrange", "two_scale"), ("D3-compressed", None)):
         c = DSMR_CLAIMS[cid]
         if Rep is None or "gain" not in Rep: out.append(_untested(c, "no repeat-aware evaluation (dsmr_repeats.csv)")); continue
@@ -336,7 +341,7 @@ def dsmr_claims(t:dict, **kw)->list:
                 if not {a, b} <= set(g.variant): continue
                 A, B = (g[g.variant == v].groupby("seed").gain.mean().to_numpy()[:, None] for v in (a, b))
                 e, lo, hi = bootstrap(lambda x, y: x.mean() - y.mean(), A, B, **kw)
-                out.append(row(c, e, lo, hi, min(len(A), len(B)), verdict(lo, hi, above=0), f"{corpus}: {a} minus {b}, nats per token", corpus))
+                out.append(_decide(c, e, lo, hi, min(len(A), len(B)), None, f"{corpus}: {a} minus {b}, nats per token", corpus, above=0))
     return out
 
 # %% ../nbs/17_claims.ipynb #27a8733a

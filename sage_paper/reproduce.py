@@ -59,7 +59,7 @@ PROFILES = {
                            contexts=[256, 1024, 4096, 16384, 32768], sweep_batches=[1, 64], sweep_modes=["cuda_graph"],
                            sweep_dtype="bfloat16", sweep_new_tokens=[256, 128], repeats=3,
                            q_d_model=256, q_n_layer=4, q_n_head=8, notes_per_seq=72, batch_size=32, steps=300, lr=1e-3,
-                           warmup_steps=30, max_eval_notes=20000, nmsi_pieces=4),
+                           warmup_steps=30, max_eval_notes=20000, nmsi_pieces=4, seeds=[0, 1, 2], eval_every=30),
         "e04_dsmr": dict(variants=_DSMR_VARIANTS, sweep=[[0], [5], [0, 1, 2], [3, 4, 5]], repeats_corpus="music21-piano-expanded",
                          m21_max_per_composer=None, other_variants=["full", "two_scale", "none", "fhcr_lowrank", "fhcr_gqa"],
                          control_pieces_n=[4000, 64], max_train_pieces=None, max_piece_len=None, val_pieces=12, seg_len=256, long=1024,
@@ -76,7 +76,8 @@ PROFILES["cpu-long"] = {  # the seeds and training budgets the claims rest on: a
     "e00_corpus": _cpu["e00_corpus"],
     "e01_tokens": _cpu["e01_tokens"],
     "e02_bpe_study": {**_cpu["e02_bpe_study"], "seeds": [0, 1, 2]},
-    "e03_askvhs": {**_cpu["e03_askvhs"], "batches": [1], "repeats": 1, "seeds": [0, 1, 2], "steps": 300, "warmup_steps": 30},
+    "e03_askvhs": {**_cpu["e03_askvhs"], "batches": [1], "repeats": 1, "seeds": [0, 1, 2], "steps": 300, "warmup_steps": 30,
+                   "eval_every": 30},
     "e04_dsmr": {**_cpu["e04_dsmr"], "variants": ["full", "two_scale", "perceiver_ar", "none", "fhcr_lowrank", "fhcr_askvhs"], "sweep": [],
                  "seeds": [0, 1, 2], "steps": 1500, "warmup": 100, "eval_every": 300, "scale_windows": [512, 2048, 8192], "scale_batches": [8]},
 }
