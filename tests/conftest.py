@@ -7,6 +7,14 @@ torch.set_num_threads(1)
 from sage_paper.data import build_music21_corpus, embedded_dir
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    "Every test module starts on one intra-op thread (a test that raises it cannot slow the next module); restored afterwards."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def perturbed():
     "perturbed(cfg, seed=0, scale=0.05): a MusicTransformer moved off its initialization (unties AS-KVHS projections), in eval mode."

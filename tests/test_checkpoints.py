@@ -1,5 +1,5 @@
 "The committed checkpoints (data/checkpoints, trained by nbs/experiments/e06_checkpoints.ipynb): each loads on the CPU from its folder alone and continues a prompt; its card's numbers are those of MODEL_CARD.md and of figures/checkpoints.csv; the folder stays small."
-import json, re
+import json
 from pathlib import Path
 
 import pandas as pd

@@ -4,7 +4,6 @@ import math, multiprocessing as mp, re
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from sage_paper.claims import askvhs_claims, wilson
 from sage_paper.data import load_corpus, read_midi
@@ -13,13 +12,6 @@ from sage_paper.explore import list_checkpoints, load_checkpoint, token_view
 from sage_paper.listen import engraved_counts
 from sage_paper.desk import (ANSWERS, LISTENING_COLUMNS, continue_bars, every_tokenizer, listening_summary, listening_test,
                              merges_used, record_answer, sign_test, tokenizer_table, your_piece)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

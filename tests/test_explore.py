@@ -1,5 +1,4 @@
 "Tests of sage_paper.explore: head sharing and cache bytes against the attention module, horizons against recurrence, BPE token views of a real chorale, and the widget builders headless."
-import sys
 
 import numpy as np
 import pytest
@@ -12,13 +11,6 @@ from sage_paper.tokenizer import ATTRIBUTES, ATTR_COLORS, encode, decode, note_t
 from sage_paper.explore import (VARIANT_NAMES, explorer_tokenizer, token_view, tokens_html, tokenization_explorer, head_sharing,
                                 kv_cache_bytes, kv_projection_params, plot_head_sharing, attention_explorer, horizon_view,
                                 plot_horizons, memory_explorer, small_model, continue_piece, playground, trained_model)
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope='module')

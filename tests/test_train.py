@@ -1,5 +1,5 @@
 "Tests of sage_paper.train: schedule, config errors, loss, exact resume (in and across processes), DDP gradients."
-import json, math, os, shutil, socket, subprocess, sys, textwrap, warnings
+import json, math, os, shutil, socket, subprocess, sys, textwrap
 from pathlib import Path
 
 import pytest
@@ -12,14 +12,6 @@ from sage_paper.train import (TrainConfig, Trainer, BatchStream, lm_loss, evalua
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "Tiny models run fastest (and identically in subprocesses) on one intra-op thread; restored afterwards."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ---------------------------------------------------------------- tiny models and data following the contract
