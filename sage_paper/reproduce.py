@@ -75,7 +75,7 @@ _cpu = PROFILES["cpu"]
 PROFILES["cpu-long"] = {  # the seeds and training budgets the claims rest on: a few hours on 2 cores, in the background
     "e00_corpus": _cpu["e00_corpus"],
     "e01_tokens": _cpu["e01_tokens"],
-    "e02_bpe_study": {**_cpu["e02_bpe_study"], "seeds": [0, 1, 2]},
+    "e02_bpe_study": {**_cpu["e02_bpe_study"], "seeds": [0, 1, 2], "velocities": [False, True], "vocab_sizes": [0, 2000]},  # the ledger's rows, velocity confound
     "e03_askvhs": {**_cpu["e03_askvhs"], "batches": [1], "repeats": 1, "seeds": [0, 1, 2], "steps": 300, "warmup_steps": 30,
                    "eval_every": 30},
     "e04_dsmr": {**_cpu["e04_dsmr"], "variants": ["full", "two_scale", "perceiver_ar", "none", "fhcr_lowrank", "fhcr_askvhs"], "sweep": [],
