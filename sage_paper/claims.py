@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_claims.ipynb #9a0382d8
 from __future__ import annotations
-import os
+import os, re
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -360,7 +360,7 @@ def ledger(fig_dir=None, # the results folder; default `figures/`
     return pd.DataFrame(rows, columns=cols)
 
 UNITS = {**dict.fromkeys(["S-pool-speed", "S-ASKVHS-speed", "D-memory", "D-speed"], "ratio"),
-         **dict.fromkeys(["D3-longrange", "D3-compressed"], "nats"), "S-subjective": "share"}  # every other claim: a relative change
+         **dict.fromkeys(["D3-longrange", "D3-compressed", "D-control"], "nats"), "S-subjective": "share"}  # every other claim: a relative change
 
 def _fmt(r)->str:
     "Our value and interval, in the claim's unit."
@@ -368,6 +368,15 @@ def _fmt(r)->str:
     f = {"ratio": lambda x: f"{x:.2f}x", "nats": lambda x: f"{x:+.3f}", "share": lambda x: f"{x:.2f}"}.get(UNITS.get(r.claim_id), lambda x: f"{100 * x:+.1f}%")
     ci = f" [{f(r.ci_low)}, {f(r.ci_high)}]" if np.isfinite(r.ci_low) and r.ci_low != r.ci_high else ""
     return f(r.our_value) + ci
+
+def _verdict_cell(r)->str:
+    "The verdict in bold; an undecided row adds why (models still learning, too few seeds) and what its interval alone says."
+    v, note = f"**{r.verdict}**", r.note if isinstance(r.note, str) else ""
+    if r.verdict != 'undecided': return v
+    why = [w for k, w in (("not flattened", "still learning"), ("fewer than", "too few seeds")) if k in note]
+    alone = re.search(r"the (?:interval|pairs) alone says? (holds|fails)", note)
+    extra = why + ([f"interval alone: {alone.group(1)}"] if alone else [])
+    return v + (f" ({'; '.join(extra)})" if extra else "")
 
 def ledger_markdown(L:pd.DataFrame, # from `ledger`
                    )->str:
@@ -381,7 +390,7 @@ def ledger_markdown(L:pd.DataFrame, # from `ledger`
         cells = []
         for p in profiles:
             r = g[g.profile == p]
-            cells += ["-", "-"] if not len(r) else [_fmt(r.iloc[0]), f"**{r.iloc[0].verdict}**"]
+            cells += ["-", "-"] if not len(r) else [_fmt(r.iloc[0]), _verdict_cell(r.iloc[0])]
         what = r0.claim + (f" ({scale})" if scale else "")
         lines.append(f"| {r0.paper} {r0.version} | `{cid}` {what} | {r0.paper_value} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -228,6 +228,11 @@ def _save_run(path, profile:str, entry:dict):
         m = _load_manifest(path); m["runs"][profile] = entry
         _write_manifest(path, m)
 
+def _own(rel:Path, profile:str)->bool:
+    "Whether a file a run changed is its own: not in another profile's folder (a run of that profile in the background wrote it)."
+    return not (len(rel.parts) > 1 and rel.parts[0] in PROFILES and rel.parts[0] != profile)
+
+# %% ../nbs/13_reproduce.ipynb #69dcced3
 def run_notebook(nb_path, # an experiment notebook
                  params:dict, # papermill parameters
                  executed_path, # where the executed copy goes
@@ -275,7 +280,8 @@ def reproduce(profile:str="cpu", # smoke | cpu | cpu-long | gpu
         if verbose: print(f"[{profile}] {nb.stem}: running ...", flush=True)
         status, error = run_notebook(nb, params, executed, timeout)
         outputs = sorted(os.path.relpath(p, root) for p in out.rglob("*")
-                         if p.is_file() and p.name != "manifest.json" and before.get(p) != p.stat().st_mtime)
+                         if p.is_file() and p.name not in ("manifest.json", "manifest.lock") and before.get(p) != p.stat().st_mtime
+                         and _own(p.relative_to(out), profile))
         e = entry["notebooks"][nb.stem] = dict(status=status, error=error, duration_s=round(time.time() - t0, 1), input_hash=h,
                                                params=params | {"out_dir": os.path.relpath(out, root)}, outputs=outputs,
                                                executed=os.path.relpath(executed, root), device=entry["device"],
