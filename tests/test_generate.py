@@ -76,7 +76,9 @@ def assert_same_greedy_until_a_tie(ref, got, tol):
     return int(differ.any())
 
 
-COMPILED = [(k, g, e, 1) for k, g, e in KINDS] + [("gqa", 2, {}, 3), ("askvhs", 2, {}, 3)]  # batch 1: gathered AS-KVHS; 3: fused
+# one case per compiled code path (each compiles anew, ~7 s): MHA; shared KV heads (GQA; MQA is G=1 of the same code) at
+# batch 3; AS-KVHS gathered (batch 1), fused (batch 3) and low-rank. The eager paths of every kind are checked above.
+COMPILED = [("mha", 4, {}, 1), ("gqa", 2, {}, 3), ("askvhs", 2, {}, 1), ("askvhs", 2, {}, 3), ("askvhs", 2, dict(askvhs_rank=4), 1)]
 
 
 @pytest.mark.parametrize("kind,G,extra,B", COMPILED, ids=[f"{k}{g}{'-r' if e else ''}-b{b}" for k, g, e, b in COMPILED])
