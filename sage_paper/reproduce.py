@@ -78,7 +78,7 @@ PROFILES["cpu-long"] = {  # the seeds and training budgets the claims rest on: a
     "e02_bpe_study": {**_cpu["e02_bpe_study"], "seeds": [0, 1, 2], "velocities": [False, True], "vocab_sizes": [0, 2000]},  # the ledger's rows, velocity confound
     "e03_askvhs": {**_cpu["e03_askvhs"], "batches": [1], "repeats": 1, "seeds": [0, 1, 2], "steps": 300, "warmup_steps": 30,
                    "eval_every": 30},
-    "e04_dsmr": {**_cpu["e04_dsmr"], "variants": ["full", "two_scale", "perceiver_ar", "none", "fhcr_lowrank", "fhcr_askvhs"], "sweep": [],
+    "e04_dsmr": {**_cpu["e04_dsmr"], "variants": ["full", "two_scale", "ascending", "selective", "perceiver_ar", "none", "fhcr_lowrank", "fhcr_askvhs"], "sweep": [],
                  "seeds": [0, 1, 2], "steps": 1500, "warmup": 100, "eval_every": 300, "scale_windows": [512, 2048, 8192], "scale_batches": [8]},
 }
 
