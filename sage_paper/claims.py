@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_claims.ipynb #9a0382d8
 from __future__ import annotations
-import os, re
+import os
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -83,11 +83,12 @@ class Claim:
     rule:str # what decides it, in words
     notebook:str # the experiment that measures it
 
-def row(c:Claim, value=np.nan, lo=np.nan, hi=np.nan, seeds=0, verdict_:str='untested', note:str='', scale:str='')->dict:
+def row(c:Claim, value=np.nan, lo=np.nan, hi=np.nan, seeds=0, verdict_:str='untested', note:str='', scale:str='',
+        held_back:str='', interval_verdict:str='')->dict:
     "A ledger row: the claim, what we measured and the verdict."
     return dict(paper=c.paper, version=c.version, claim_id=c.claim_id, claim=c.claim, paper_value=c.paper_value,
                 our_value=value, ci_low=lo, ci_high=hi, seeds=seeds, rule=c.rule, verdict=verdict_, note=note, scale=scale,
-                notebook=c.notebook)
+                notebook=c.notebook, held_back=held_back, interval_verdict=interval_verdict)
 
 def _untested(c:Claim, why:str, scale:str='')->dict: return row(c, verdict_='untested', note=why, scale=scale)
 
@@ -100,14 +101,18 @@ def _flat_note(rows:pd.DataFrame)->tuple:
 
 MIN_SEEDS = 3  # a verdict on trained models needs at least this many seeds: seed-to-seed spread alone can reach 10%
 
+def _held_back(v:str, seeds:int, flat:bool=True)->tuple:
+    "(verdict, why it is held back, what the evidence alone says): a model still learning or fewer than `MIN_SEEDS` seeds make it 'undecided'."
+    why = [w for w, bad in (("still learning", not flat), ("too few seeds", seeds < MIN_SEEDS)) if bad]
+    return ('undecided', why, '' if v == 'undecided' else v) if why else (v, [], '')
+
 def _decide(c, est, lo, hi, seeds, rows=None, note='', scale='', **rule)->dict:
     "A ledger row from an estimate and interval, demoted to 'undecided' when it rests on fewer than `MIN_SEEDS` seeds or on models whose validation curves had not flattened."
     flat, fnote = _flat_note(rows) if rows is not None else (True, '')
-    why = [x for x in ('' if flat else fnote, f"{seeds} seed(s), fewer than {MIN_SEEDS}" if seeds < MIN_SEEDS else '') if x]
-    v, notes = verdict(lo, hi, **rule), [note, fnote if flat else '']
-    if why and v != 'undecided': notes += why + [f"the interval alone says {v}"]; v = 'undecided'
-    else: notes += why
-    return row(c, est, lo, hi, seeds, v, "; ".join(x for x in notes if x), scale)
+    v, why, alone = _held_back(verdict(lo, hi, **rule), seeds, flat)
+    long = [x for x in ('' if flat else fnote, f"{seeds} seed(s), fewer than {MIN_SEEDS}" if seeds < MIN_SEEDS else '') if x]
+    notes = [note, fnote if flat else ''] + long + ([f"the interval alone says {alone}"] if alone else [])
+    return row(c, est, lo, hi, seeds, v, "; ".join(x for x in notes if x), scale, "; ".join(why), alone)
 
 # %% ../nbs/17_claims.ipynb #95246b03
 SAGE = "SAGE-Music"
@@ -318,9 +323,10 @@ def dsmr_claims(t:dict, **kw)->list:
             vs_ = [verdict(lo, hi, above=0) if a != "two_scale" else verdict(lo, hi, above=-0.01) for (e, lo, hi), a, b in pairs]
             v = 'holds' if all(x == 'holds' for x in vs_) else 'fails' if 'fails' in vs_ else 'undecided'
             ours = " < ".join(g.groupby("variant").best_val_ppl.mean()[order].sort_values().index)
-            n, note = int(g.seed.nunique()), f"{corpus}: ours {ours}"
-            if n < MIN_SEEDS and v != 'undecided': v, note = 'undecided', f"{note}; {n} seed(s), fewer than {MIN_SEEDS}; the pairs alone say {v}"
-            out.append(row(DSMR_CLAIMS["D-order"], np.nan, np.nan, np.nan, n, v, note, corpus))
+            n = int(g.seed.nunique())
+            v, why, alone = _held_back(v, n)
+            note = f"{corpus}: ours {ours}" + (f"; {n} seed(s), fewer than {MIN_SEEDS}; the pairs alone say {alone}" if alone else "")
+            out.append(row(DSMR_CLAIMS["D-order"], np.nan, np.nan, np.nan, n, v, note, corpus, "; ".join(why), alone))
         else: out.append(_untested(DSMR_CLAIMS["D-order"], f"{corpus}: needs all five rows"))
     Rep = t.get("dsmr_repeats")
     c = DSMR_CLAIMS["D-control"]
@@ -356,7 +362,7 @@ def ledger(fig_dir=None, # the results folder; default `figures/`
         if not t: continue
         for r in bpe_claims(t, **kw) + askvhs_claims(t, **kw) + dsmr_claims(t, **kw): rows.append({**r, "profile": p})
     cols = ["paper", "version", "claim_id", "claim", "scale", "paper_value", "our_value", "ci_low", "ci_high", "seeds", "rule", "verdict",
-            "note", "profile", "notebook"]
+            "held_back", "interval_verdict", "note", "profile", "notebook"]
     return pd.DataFrame(rows, columns=cols)
 
 UNITS = {**dict.fromkeys(["S-pool-speed", "S-ASKVHS-speed", "D-memory", "D-speed"], "ratio"),
@@ -371,11 +377,10 @@ def _fmt(r)->str:
 
 def _verdict_cell(r)->str:
     "The verdict in bold; an undecided row adds why (models still learning, too few seeds) and what its interval alone says."
-    v, note = f"**{r.verdict}**", r.note if isinstance(r.note, str) else ""
+    v = f"**{r.verdict}**"
     if r.verdict != 'undecided': return v
-    why = [w for k, w in (("not flattened", "still learning"), ("fewer than", "too few seeds")) if k in note]
-    alone = re.search(r"the (?:interval|pairs) alone says? (holds|fails)", note)
-    extra = why + ([f"interval alone: {alone.group(1)}"] if alone else [])
+    why, alone = r.get("held_back"), r.get("interval_verdict")
+    extra = [x for x in (why, f"interval alone: {alone}" if isinstance(alone, str) and alone else None) if isinstance(x, str) and x]
     return v + (f" ({'; '.join(extra)})" if extra else "")
 
 def ledger_markdown(L:pd.DataFrame, # from `ledger`
