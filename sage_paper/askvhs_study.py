@@ -23,7 +23,8 @@ __all__ = ['VARIANTS', 'POOLED_VARIANTS', 'OUR_MODES', 'BENCH_MODES', 'DTYPES', 
 
 # %% ../nbs/15_askvhs_study.ipynb #abf98cfc
 VARIANTS = {'MHA': dict(attention='mha'), 'GQA G=2': dict(attention='gqa', n_kv_head=2), 'MQA': dict(attention='mqa'),
-            'AS-KVHS G=2': dict(attention='askvhs', n_kv_head=2), 'AS-KVHS G=1': dict(attention='askvhs', n_kv_head=1)}
+            'AS-KVHS G=2': dict(attention='askvhs', n_kv_head=2), 'AS-KVHS G=1': dict(attention='askvhs', n_kv_head=1),
+            'AS-KVHS G=2 r=16': dict(attention='askvhs', n_kv_head=2, askvhs_rank=16)}  # r=16: shared K/V projection + a rank-16 correction per attribute
 POOLED_VARIANTS = {'CPWord (pooled)': 'CPWord', 'Octuple (pooled)': 'Octuple'}  # MHA decoders over compound tokens: their tokenizer
 OUR_MODES = {'ours_eager': 'eager', 'ours_static': 'static', 'ours_compiled': 'compile', 'cuda_graph': 'cuda_graph',
              'cuda_graph_compiled': 'cuda_graph'}  # benchmark mode -> Decoder mode
@@ -53,11 +54,12 @@ class DecodeBenchConfig:
     hf_variants:tuple|None=None # variants that also get the Hugging Face modes (None: every one with a LLaMA twin)
     contexts:tuple=() # context sweep: tokens cached before the timed ones (empty: no sweep)
     sweep_batches:tuple=(1, 64) # batch sizes of the sweep
-    sweep_variants:tuple=('MHA', 'GQA G=2', 'MQA', 'AS-KVHS G=2') # variants of the sweep
+    sweep_variants:tuple=('MHA', 'GQA G=2', 'MQA', 'AS-KVHS G=2', 'AS-KVHS G=2 r=16') # variants of the sweep
     sweep_modes:tuple=('ours_compiled',) # our modes in the sweep
     sweep_dtype:str='bfloat16' # parameter and cache dtype of the sweep
     sweep_new_tokens:tuple=(64, 32) # tokens timed per sweep row: (usually, when batch x context >= 65536)
     repeats:int=3 # timed runs per mode (best kept)
+    clock:str='auto' # 'wall' (perf_counter), 'cpu' (this process's CPU time), 'auto': cpu on a CPU device with 1 thread, else wall
     threads:int|None=1 # torch CPU threads during the benchmark; None leaves the setting alone
     device:str='auto' # 'auto' (cuda if available), 'cpu', 'cuda'
     seed:int=0 # weights, prompts, attribute table
@@ -66,6 +68,7 @@ class DecodeBenchConfig:
         _names(self, 'modes', BENCH_MODES); _names(self, 'variants', {**VARIANTS, **POOLED_VARIANTS})
         _names(self, 'dtypes', DTYPES); _names(self, 'sweep_modes', OUR_MODES)
         _names(self, 'sweep_variants', {**VARIANTS, **POOLED_VARIANTS})
+        if self.clock not in ('auto', 'wall', 'cpu'): raise ValueError(f"clock={self.clock!r}: choose 'auto', 'wall' or 'cpu'")
         if self.sweep_dtype not in DTYPES: raise ValueError(f"sweep_dtype={self.sweep_dtype!r}: choose from {DTYPES}")
         self.batches, self.contexts, self.sweep_batches = tuple(self.batches), tuple(self.contexts), tuple(self.sweep_batches)
         self.sweep_new_tokens = tuple(self.sweep_new_tokens)
@@ -195,7 +198,7 @@ def _prefill(model, prompt, max_len, attr_table):
     tok = torch.stack([l[:, -1].argmax(-1) for l in lg], -1) if model.cfg.pooled else lg[:, -1].argmax(-1)  # (1, F) or (1,)
     return ref, tok
 
-def _time_group(runs:dict, n:int, repeats:int, dev)->tuple:
+def _time_group(runs:dict, n:int, repeats:int, dev, clock=time.perf_counter)->tuple:
     "Warm every runner up, then time `repeats` interleaved rounds: best seconds, peak MB and last output per (variant, mode), and errors."
     ok, best, peak, out, err = {}, {}, {}, {}, {}
     for key, make in runs.items():
@@ -212,10 +215,10 @@ def _time_group(runs:dict, n:int, repeats:int, dev)->tuple:
     for _ in range(repeats):
         for key, run in ok.items():
             with PeakMemory(dev) as pm:
-                t = time.perf_counter()
+                t = clock()
                 with torch.inference_mode(): y = run(n)
                 _sync(dev)
-                dt = time.perf_counter() - t
+                dt = clock() - t
             if y.shape[1] != n: raise RuntimeError(f"{key} generated {y.shape[1]} tokens, not {n}")
             best[key], peak[key], out[key] = min(best.get(key, math.inf), dt), max(peak.get(key, 0.0), pm.peak_mb), y
     return best, peak, out, err
@@ -244,6 +247,8 @@ def decode_benchmark(cfg:DecodeBenchConfig, # what to measure
     info = device_info()
     label = info['device'] if (dev.type == 'cuda') == info['device'].startswith('cuda') else str(dev)
     bw = copy_bandwidth(dev)
+    clock = cfg.clock if cfg.clock != 'auto' else ('cpu' if dev.type == 'cpu' and torch.get_num_threads() == 1 else 'wall')
+    timer = time.process_time if clock == 'cpu' else time.perf_counter
     rows = []
     def emit(name, model, dtype, B, L, n, timing, res, modes):
         best, peak, out, err = res
@@ -254,7 +259,7 @@ def decode_benchmark(cfg:DecodeBenchConfig, # what to measure
             ms, sb = 1000 * dt / n, step_bytes(model, B, L + (n - 1) / 2, dtype)
             step = sb['weights'] + sb['kv']
             rows.append(dict(device=label, variant=name, attention=mc.attention, kv_heads=mc.n_kv_head, pooled=mc.pooled,
-                             dtype=str(dtype).removeprefix('torch.'), batch=B, context=L, timing=timing, mode=mode, new_tokens=n,
+                             dtype=str(dtype).removeprefix('torch.'), batch=B, context=L, timing=timing, clock=clock, mode=mode, new_tokens=n,
                              tokens_per_s=B * n / dt, ms_per_token=ms, tokens_per_note=_tpn(tokens_per_note, name),
                              ms_per_note=ms * _tpn(tokens_per_note, name), kv_bytes_per_token=model.kv_cache_bytes_per_token(dtype),
                              weight_bytes_per_step=sb['weights'], kv_bytes_per_step=sb['kv'], bytes_per_step=step,
@@ -296,7 +301,7 @@ def decode_benchmark(cfg:DecodeBenchConfig, # what to measure
                     prompt = prompt_of(model, B, cfg.prompt_len, cfg.seed + B)
                     for m in modes:
                         runs[name, m] = lambda m=m, model=model, hf=hfs.get(name), prompt=prompt: _runner_for(m, model, hf, prompt, cfg.new_tokens, attr_table)
-                res = _time_group(runs, cfg.new_tokens, cfg.repeats, dev)
+                res = _time_group(runs, cfg.new_tokens, cfg.repeats, dev, timer)
                 for name, model in models.items(): emit(name, model, dtype, B, cfg.prompt_len, cfg.new_tokens, 'prompt+decode', res, modes)
             del models, hfs
         dtype = getattr(torch, cfg.sweep_dtype)
@@ -309,7 +314,7 @@ def decode_benchmark(cfg:DecodeBenchConfig, # what to measure
                     n = cfg.sweep_tokens(B, L)
                     runs = {(name, m): (lambda m=m, model=model, ref=refs[name]: _sweep_runner(m, model, *ref, B, L, n, attr_table))
                             for name, model in models.items() for m in cfg.sweep_modes}
-                    res = _time_group(runs, n, cfg.repeats, dev)
+                    res = _time_group(runs, n, cfg.repeats, dev, timer)
                     for name, model in models.items(): emit(name, model, dtype, B, L, n, 'decode', res, cfg.sweep_modes)
                     del runs, res
                 del refs

@@ -33,7 +33,7 @@ PROFILES = {
                               notes_per_seq=64, d_model=64, n_layer=2, n_head=4, lr=3e-3, max_eval_notes=8000, n_prompts=8, eval_every=50),
         "e03_askvhs": dict(max_per_composer=CPU_PIECES, **_DECODE_MODEL, new_tokens=256, batches=[1, 64],
                            modes=["ours_eager", "ours_compiled", "hf_generate_dynamic", "hf_generate_static"], dtypes=["float32", "bfloat16"],
-                           large_batch_runs=["ours_eager/float32", "ours_eager/bfloat16", "ours_compiled/bfloat16",
+                           large_batch_runs=["ours_eager/float32", "ours_eager/bfloat16", "ours_compiled/bfloat16", "hf_generate_dynamic/bfloat16",
                                              "hf_generate_dynamic/float32", "hf_generate_static/float32"],
                            contexts=[256, 1024, 4096], sweep_batches=[1, 64], sweep_modes=["ours_compiled"], sweep_dtype="bfloat16",
                            sweep_new_tokens=[64, 32], repeats=2, threads=1,

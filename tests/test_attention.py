@@ -7,7 +7,7 @@ decoding and memory for every kind on the whole decoder. Those properties are no
 import pytest
 import torch
 
-from sage_paper.attention import (AttentionConfig, CausalSelfAttention, KVCache, KVCodec, apply_rope, attend, causal_mask,
+from sage_paper.attention import (_single_query_kernel, AttentionConfig, CausalSelfAttention, KVCache, KVCodec, apply_rope, attend, causal_mask,
                                   kv_cache_bytes_per_token, kv_head_map, kv_projection_map, rope_cos_sin)
 
 SMALL = dict(d_model=32, n_head=4, max_seq_len=16)
@@ -215,17 +215,28 @@ def test_auto_kernels_follow_the_device_and_the_compiler():
     assert att._kernel(torch.randn(1, 1, 32)) == 'grouped'
 
 
-def test_reduce_attention_equals_sdpa():
-    "The single-query kernel that compiles well on CPU: the same outputs as SDPA, with GQA folding, masks and a memory mask."
+@pytest.mark.parametrize("kernel", ["reduce", "matmul"])
+def test_single_query_kernels_equal_sdpa(kernel):
+    "The single-query kernels that compile well on CPU: the same outputs as SDPA, with GQA folding, masks and a memory mask."
     torch.manual_seed(0)
     for B, H, G, L in ((2, 8, 2, 9), (1, 4, 4, 5), (3, 4, 1, 7)):
         q, k, v = torch.randn(B, H, 1, 8), torch.randn(B, G, L, 8), torch.randn(B, G, L, 8)
         for mask in (None, torch.arange(L)[None] <= L - 3, torch.rand(B, 1, 1, L) > 0.3):
             if mask is not None: mask[..., 0] = True  # every row sees a key
             want = attend(q, k, v, mask, kernel='sdpa')
-            torch.testing.assert_close(attend(q, k, v, mask, kernel='reduce'), want, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(attend(q, k, v, mask, kernel=kernel), want, rtol=1e-5, atol=1e-5)
     qb, kb, vb = (t.bfloat16() for t in (q, k, v))
-    torch.testing.assert_close(attend(qb, kb, vb, kernel='reduce').float(), attend(q, k, v), rtol=0.05, atol=0.03)
+    torch.testing.assert_close(attend(qb, kb, vb, kernel=kernel).float(), attend(q, k, v), rtol=0.05, atol=0.03)
+
+
+def test_single_query_kernel_choice():
+    "'auto' is SDPA in eager code; under torch.compile on CPU the loops for a small cache, the matmuls for batch x cached > 2048."
+    q = torch.randn(1, 8, 1, 8)
+    assert _single_query_kernel('auto', q, 4096, 0.0) == 'sdpa' and _single_query_kernel('matmul', q, 8, 0.1) == 'sdpa'
+    torch._dynamo.reset()
+    choice = torch.compile(lambda q, L: _single_query_kernel('auto', q, L, 0.0), dynamic=False)
+    assert [choice(torch.randn(B, 8, 1, 8), L) for B, L in ((1, 2048), (1, 2049), (64, 272))] == ['reduce', 'matmul', 'matmul']
+    torch._dynamo.reset()
 
 
 def test_compiled_cache_write_is_the_eager_one():
