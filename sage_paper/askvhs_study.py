@@ -14,7 +14,7 @@ from .tokenizer import spec_for
 from .model import ModelConfig, MusicTransformer
 from .generate import Decoder, SamplingConfig
 from .evaluate import (LMConfig, tokenize_corpus, train_lm, heldout_rows, heldout_bits_per_note, continuation_nmsi,
-                                 window_sampler, curve_flattened, PeakMemory)
+                                 window_sampler, model_attr_table, curve_flattened, PeakMemory)
 
 # %% auto #0
 __all__ = ['VARIANTS', 'POOLED_VARIANTS', 'OUR_MODES', 'BENCH_MODES', 'DTYPES', 'QUALITY_VARIANTS', 'DecodeBenchConfig',
@@ -362,7 +362,7 @@ def quality_benchmark(manifest:pd.DataFrame, # the music21 multi-track corpus (l
                        steps=lm.steps, train_notes=lm.train_notes, heldout_notes=int(bp['piece_notes'].sum()), seq_len=run.seq_len)
             row['val_flattened'], row['val_tail_gain'] = curve_flattened(run.history)  # None/NaN without `lm.eval_every`
             if nmsi_pieces:
-                at = corpus.attr_table if row['attention'] == 'askvhs' else None
+                at = model_attr_table(run.model, corpus.tok)
                 r = continuation_nmsi(run.model, corpus, heldout_rows(corpus)[:nmsi_pieces], prompt_bars, continuation_bars,
                                       sampler=window_sampler(corpus.tok, seed=sd, attr_of=at))
                 row.update(nmsi=r['nmsi'], nmsi_se=r['nmsi_se']); nm = r['piece_nmsi']

@@ -268,7 +268,7 @@ class CausalSelfAttention(nn.Module):
         self.out = nn.Linear(H * dh, cfg.d_model, bias=False)
         self.resid_drop = nn.Dropout(cfg.dropout)
         self.check_attr_range = True  # a model that validates attr once per forward turns this off
-        self.askvhs_kernel = 'auto'  # full-rank AS-KVHS: 'fused', 'grouped', 'gathered', or 'auto' (see `_kernel`)
+        self.askvhs_kernel = 'auto'  # AS-KVHS: 'fused', 'grouped', 'gathered', or 'auto' (see `_kernel`)
         self.attend_kernel = 'auto'  # single-query attention: 'sdpa', 'reduce', 'matmul', or 'auto' (see `attend`)
         self.tie_attribute_projections()
 
@@ -289,17 +289,26 @@ class CausalSelfAttention(nn.Module):
         return attr.long()
 
     def _kernel(self, x)->str:
-        "The full-rank AS-KVHS kernel for input x; 'auto': grouped on CPU, gathered for one token on CPU under torch.compile, else fused."
+        "The AS-KVHS kernel for input x; 'auto': gathered for one token on CPU under torch.compile, else grouped on CPU (full rank) or fused."
         k = self.askvhs_kernel
         if k != 'auto': return k
         if x.device.type != 'cpu': return 'fused'
-        if _checking(): return 'grouped'
+        if _checking(): return 'grouped' if self.rank is None else 'fused'
         return 'gathered' if x.shape[0] * x.shape[1] == 1 else 'fused'
+
+    def attribute_weights(self)->torch.Tensor: # (H*dh + n_attr*2*G*dh, d)
+        "The queries' rows of W, then every attribute's whole K/V projection; low-rank: W_kv + U_a^T D_a (parameters only: folded into a constant once in a frozen compiled step)."
+        W = self.qkv.weight
+        if self.rank is None: return W  # (H*dh + A*2*G*dh, d)
+        H, G, dh, A, d, r = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim, self.cfg.n_attr, self.cfg.d_model, self.rank
+        Wq, Wkv, Wd = W.split([H * dh, 2 * G * dh, A * r])  # (H*dh, d), (2*G*dh, d), (A*r, d)
+        Wa = Wkv + torch.einsum('aro,ard->aod', self.attr_up.view(A, r, 2 * G * dh), Wd.view(A, r, d))  # (A, 2*G*dh, d)
+        return torch.cat([Wq, Wa.reshape(A * 2 * G * dh, d)])  # (H*dh + A*2*G*dh, d)
 
     def _project_grouped(self, x, attr):
         "Queries, and each token's K/V through its own attribute's projection only: tokens sorted by attribute, one matmul per attribute present."
         H, G, dh, A, d = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim, self.cfg.n_attr, self.cfg.d_model
-        W = self.qkv.weight  # (H*dh + A*2*G*dh, d)
+        W = self.attribute_weights()  # (H*dh + A*2*G*dh, d)
         q = F.linear(x, W[:H * dh])  # (B, T, H*dh)
         Wkv = W[H * dh:].view(A, 2 * G * dh, d)  # (A, 2*G*dh, d): one projection per attribute
         xf, af = x.reshape(-1, d), attr.reshape(-1)  # (N, d), (N,)
@@ -317,7 +326,7 @@ class CausalSelfAttention(nn.Module):
         dev = x.device
         rows = torch.cat([torch.arange(H * dh, device=dev).expand(*attr.shape, H * dh),
                           H * dh + attr[..., None] * 2 * G * dh + torch.arange(2 * G * dh, device=dev)], -1)  # (B, T, H*dh + 2*G*dh)
-        y = (x.unsqueeze(-2) * self.qkv.weight[rows]).sum(-1)  # (B, T, 1, d) * (B, T, H*dh + 2*G*dh, d) -> (B, T, H*dh + 2*G*dh)
+        y = (x.unsqueeze(-2) * self.attribute_weights()[rows]).sum(-1)  # (B, T, 1, d) * (B, T, H*dh + 2*G*dh, d) -> (B, T, H*dh + 2*G*dh)
         return y.split([H * dh, 2 * G * dh], -1)  # (B, T, H*dh), (B, T, 2*G*dh)
 
     def project_qkv(self,
@@ -327,7 +336,7 @@ class CausalSelfAttention(nn.Module):
         "Queries (B, T, H, dh) and keys, values (B, T, G, dh); AS-KVHS uses each token's attribute projection."
         B, T, _ = x.shape
         H, G, dh, A = self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim, self.cfg.n_attr
-        kernel = self._kernel(x) if self.askvhs and self.rank is None else None
+        kernel = self._kernel(x) if self.askvhs else None
         if kernel in ('grouped', 'gathered'):
             project = self._project_grouped if kernel == 'grouped' else self._project_gathered
             q, kv = project(x, self._check_attr(attr, B, T))  # (B, T, H*dh), (B, T, 2*G*dh)

@@ -11,15 +11,14 @@ import numpy as np
 import pandas as pd
 from .core import repo_root
 from .evaluate import bootstrap, BOOT_STATS, REPEAT_BUCKETS
-from .bpe_study import summary_table
+
 
 REPEAT_BUCKETS_FAR = REPEAT_BUCKETS[1:]  # repeats whose source lies more than one segment back
 
 # %% auto #0
 __all__ = ['REPEAT_BUCKETS_FAR', 'TABLES', 'MIN_SEEDS', 'SAGE', 'BPE_CLAIMS', 'ASKVHS_CLAIMS', 'DSMR', 'DSMR_CLAIMS', 'UNITS',
            'verdict', 'listening_csv', 'load_tables', 'piece_matrix', 'common_pieces', 'Claim', 'row', 'bpe_claims',
-           'wilson', 'askvhs_claims', 'dsmr_claims', 'ledger', 'ledger_markdown', 'forest_plot', 'claims_at_a_glance',
-           'runs_markdown', 'corpus_markdown', 'bpe_markdown', 'askvhs_markdown', 'dsmr_markdown']
+           'wilson', 'askvhs_claims', 'dsmr_claims', 'ledger', 'ledger_markdown', 'forest_plot']
 
 # %% ../nbs/17_claims.ipynb #ad9024e0
 def verdict(lo:float, # lower end of the 95% interval (or the value, for measurements without one)
@@ -435,136 +434,3 @@ def forest_plot(L:pd.DataFrame, # from `ledger` (one profile, or several: one pa
                 if g.claim_id.map(UNITS).isna().all(): ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     fig.tight_layout()
     return fig
-
-# %% ../nbs/17_claims.ipynb #2045e7b0
-import json as _json
-
-def _figures(fig_dir)->Path: return Path(fig_dir) if fig_dir else repo_root(required=True) / "figures"
-
-def _read(fig_dir, name:str)->pd.DataFrame|None:
-    p = _figures(fig_dir) / f"{name}.csv"
-    return pd.read_csv(p) if p.is_file() else None
-
-def _md(df:pd.DataFrame)->str:
-    "A DataFrame as a markdown table (no index)."
-    cols = list(df.columns)
-    return "\n".join(["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)] +
-                     ["| " + " | ".join("-" if (isinstance(v, float) and not np.isfinite(v)) else str(v) for v in r) + " |" for r in df.itertuples(index=False)])
-
-_PROFILES = ("cpu", "cpu-long", "gpu")
-
-def claims_at_a_glance(fig_dir=None)->str:
-    "The claims ledger (`claims.csv`) as one line per claim, one verdict per profile."
-    L = _read(fig_dir, "claims")
-    if L is None: return "*No claims decided yet: `experiments/e05_claims` writes `figures/claims.csv`.*"
-    L = L[L.profile.isin(_PROFILES)]
-    return ledger_markdown(L.assign(profile=pd.Categorical(L.profile, [p for p in _PROFILES if p in set(L.profile)], ordered=True)).sort_values("profile", kind="stable"))
-
-def runs_markdown(fig_dir=None)->str:
-    "Which machine, commit and how long: one line per profile of the manifest."
-    p = _figures(fig_dir) / "manifest.json"
-    if not p.is_file(): return "*No run recorded yet (`figures/manifest.json`).*"
-    rows = []
-    for prof, r in _json.loads(p.read_text())["runs"].items():
-        if prof not in _PROFILES: continue
-        nbs = r["notebooks"]
-        shas = sorted({(e.get("git_sha") or "")[:7] for e in nbs.values()} - {""})
-        rows.append({"profile": prof, "device": r.get("gpu") or f"{r.get('cpu_count')}-core {r.get('cpu')}", "torch": r["versions"].get("torch"),
-                     "notebooks (s)": ", ".join(f"{k.split('_')[0]} {e['duration_s']:.0f}" for k, e in sorted(nbs.items()) if e.get("status") == "ok"),
-                     "minutes": round(sum(e["duration_s"] for e in nbs.values() if e.get("status") == "ok") / 60, 1),
-                     "commits": ", ".join(f"`{s}`" for s in shas)})
-    return _md(pd.DataFrame(rows)) if rows else "*No run of the cpu, cpu-long or gpu profile yet.*"
-
-def corpus_markdown(fig_dir=None)->str:
-    "Works and notes of the music21 corpus and tokens per note, per profile."
-    S, T = _read(fig_dir, "corpus_summary"), _read(fig_dir, "tokens_per_note")
-    if S is None or T is None: return "*Run `experiments/e00_corpus` and `e01_tokens`.*"
-    rows = []
-    for prof in _PROFILES:
-        s, t = S[S.profile == prof], T[T.profile == prof]
-        if not len(s) or not len(t): continue
-        tp = t.pivot_table(index="kind", columns="corpus", values="tokens_per_note")
-        r = {"profile": prof, "music21 works": int(s.pieces.sum()), "notes": f"{int(s.notes.sum()):,}"}
-        for kind in ("REMI", "TSD", "CPWord", "Octuple"):
-            if kind in tp.index:
-                r[f"{kind} tokens/note (multi-track / piano)"] = " / ".join(f"{tp.loc[kind, c]:.2f}" for c in ("music21-multitrack", "music21-piano") if c in tp.columns)
-        rows.append(r)
-    return _md(pd.DataFrame(rows))
-
-def bpe_markdown(fig_dir=None)->str:
-    "The BPE study's summary per profile and view (`14_bpe_study.summary_table`), means over seeds."
-    D = _read(fig_dir, "bpe_study")
-    if D is None: return "*Run `experiments/e02_bpe_study`.*"
-    out = []
-    for prof in _PROFILES:
-        d = D[D.profile == prof]
-        if not len(d): continue
-        s = summary_table(d).reset_index()
-        keep = [c for c in s.columns if c in ("view", "largest vocab", "seeds", "tokens/note base", "tokens/note ~2000", "held-out usage largest",
-                                               "cross-track merges ~2000", "bits/note vs base ~2000", "bits/note vs base largest", "NMSI vs base ~2000")]
-        s = s[keep].copy()
-        for c in keep[1:]:
-            if s[c].dtype.kind == "f": s[c] = s[c].map(lambda x, c=c: "-" if not np.isfinite(x) else f"{100 * x:+.1f}%" if "vs base" in c
-                                                       else f"{100 * x:.0f}%" if ("merges" in c or "usage" in c) else f"{x:.2f}")
-        out.append(f"**{prof}**\n\n" + _md(s))
-    return "\n\n".join(out)
-
-def askvhs_markdown(fig_dir=None)->str:
-    "Decoding speed (our fastest mode and HF generate) and quality (bits per note, NMSI; mean ± sd over seeds) per variant and profile."
-    Q, D = _read(fig_dir, "askvhs_quality"), _read(fig_dir, "decode_benchmark")
-    if Q is None: return "*Run `experiments/e03_askvhs`.*"
-    out = []
-    for prof in _PROFILES:
-        q = Q[Q.profile == prof]
-        if not len(q): continue
-        if "seed" not in q: q = q.assign(seed=0)  # rows of a run before seeds were recorded
-        g = q.groupby("variant", sort=False)
-        old_nmsi = "tokenizer" not in q or q.tokenizer.isna().all()  # a run before the one NMSI of 10_evaluate: its NMSI is another measure
-        t = pd.DataFrame({"seeds": g.seed.nunique(), "bits/note": g.bits_per_note.agg(lambda x: f"{x.mean():.3f} ± {x.std():.3f}" if len(x) > 1 else f"{x.mean():.3f}"),
-                          "NMSI": g.nmsi.agg(lambda x: "-" if old_nmsi else f"{x.mean():.1f}")})
-        if D is not None and len(d := D[D.profile == prof]):
-            best = _best_speed(d[d.device == d.device.iloc[0]])
-            if "context" in best: best = best[best.context == best.context.min()]
-            hf = d[d["mode"].str.startswith("hf_") & d.error.fillna("").eq("")]
-            if "context" in hf: hf = hf[hf.context == hf.context.min()]
-            for b in sorted(best.batch.unique()):
-                s = best[best.batch == b].set_index("variant")
-                t[f"tokens/s b={b}"] = s.tokens_per_s.reindex(t.index).map(lambda x: f"{x:,.0f}" if np.isfinite(x) else "-")
-                h = hf[hf.batch == b].groupby("variant").tokens_per_s.max()
-                t[f"HF b={b}"] = h.reindex(t.index).map(lambda x: f"{x:,.0f}" if np.isfinite(x) else "-")
-            s1 = best[best.batch == best.batch.min()].set_index("variant")
-            if "ms_per_note" in s1: t["ms/note b=1"] = s1.ms_per_note.reindex(t.index).map(lambda x: f"{x:.1f}" if np.isfinite(x) else "-")
-        out.append(f"**{prof}**\n\n" + _md(t.reset_index()) + ("\n\n(NMSI not shown: this run predates the one NMSI definition of "
-                                                                  "`10_evaluate`; a rerun of the profile gives it.)" if old_nmsi else ""))
-    return "\n\n".join(out)
-
-def dsmr_markdown(fig_dir=None)->str:
-    "DSMR: perplexity (mean ± sd over seeds), peak memory and tokens/s per variant and corpus; the memory's gain on far repeats; the scale model."
-    R = _read(fig_dir, "dsmr_runs")
-    if R is None: return "*Run `experiments/e04_dsmr`.*"
-    Rp, S = _read(fig_dir, "dsmr_repeats"), _read(fig_dir, "dsmr_scale_model")
-    out = []
-    for prof in _PROFILES:
-        r = R[(R.profile == prof) & (R.group == "main")]
-        if not len(r): continue
-        for corpus, g in r.groupby("corpus", sort=False):
-            gg = g.groupby("variant", sort=False)
-            gpu = str(g.train_device.iloc[0]).startswith("cuda")
-            t = pd.DataFrame({"seeds": gg.seed.nunique(), "ppl": gg.best_val_ppl.agg(lambda x: f"{x.mean():.2f} ± {x.std():.2f}" if len(x) > 1 else f"{x.mean():.2f}"),
-                              "peak MB" if gpu else "MB added by training": gg["peak_mem_mb" if gpu else "peak_mem_delta_mb"].mean().round(1),
-                              "tokens/s": gg.tokens_per_s.mean().map(lambda x: f"{x:,.0f}")})
-            if Rp is not None and len(rp := Rp[(Rp.profile == prof) & (Rp.corpus == corpus)]):
-                far = rp[rp.bucket.isin(REPEAT_BUCKETS_FAR)].assign(nll=lambda d: d.loss * d.tokens, nll_reset=lambda d: d.loss_reset * d.tokens)
-                f = far.groupby("variant")[["nll", "nll_reset", "tokens"]].sum()   # over the far buckets and seeds, per token
-                fmt = lambda x: f"{x:+.3f}" if np.isfinite(x) else "-"
-                t["own memory's use on repeats > 1 segment back"] = ((f.nll_reset - f.nll) / f.tokens).reindex(t.index).map(fmt)
-                if "none" in f.index:
-                    t["over no memory there (nats/token)"] = ((f.nll.loc["none"] / f.tokens.loc["none"]) - f.nll / f.tokens).reindex(t.index).map(fmt)
-            out.append(f"**{prof}, {corpus}**\n\n" + _md(t.reset_index()))
-        if S is not None and len(s := S[S.profile == prof]):
-            s = s.iloc[0]
-            fmt = lambda x: "beyond the windows modelled" if not np.isfinite(x) else f"{int(x):,}"
-            out.append(f"**{prof}, scale model** (batch {int(s.batch)}): two-scale reaches half of full memory's peak at a long window of "
-                       f"{fmt(s.window_half_memory)} tokens and 1.3x its tokens/s at {fmt(s.window_speed_1_3)}; where full memory's modelled peak is "
-                       f"15.5 GB (W = {fmt(s.window_full_peak_15_5GB)}) it predicts {s.memory_ratio_there:.2f}x the memory and {s.speed_ratio_there:.2f}x the speed.")
-    return "\n\n".join(out)

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from .core import repo_root
 from .data import load_corpus, read_midi
-from .tokenizer import TOKENIZER_KINDS, encode, decode, attribute_types
-from .evaluate import HELDOUT, prompt_and_reference, token_bars, window_sampler
+from .tokenizer import TOKENIZER_KINDS, encode, decode
+from .evaluate import HELDOUT, prompt_and_reference, window_sampler, sample_bars, model_attr_table
 from .listen import audio, show_pair, instrument_name
 from .explore import (Checkpoint, load_checkpoint, list_checkpoints, explorer_tokenizer, token_view, tokens_html,
                                 _as_scores)
@@ -37,12 +37,10 @@ def continue_bars(ck:Checkpoint, # a checkpoint (`explore.load_checkpoint`)
     pr = prompt_and_reference(tok, encode(tok, sc), prompt_bars, 1)
     if pr is None: raise ValueError(f"the piece has fewer than {prompt_bars + 1} bars in {ck.name}'s tokens: too short for a {prompt_bars}-bar prompt")
     prompt, _, first = pr
-    end = first + bars  # the bar that stops the sampling
-    cut = lambda g: int(np.searchsorted(token_bars(tok, np.concatenate([prompt, np.asarray(g, dtype=np.int64)]))[len(prompt):], end))
-    at = attribute_types(tok) if model.cfg.attention == 'askvhs' and not tok.is_multi_voc else None
     budget = 3 * bars * math.ceil(len(prompt) / prompt_bars) + 16  # about three times the prompt's tokens per bar
-    g = window_sampler(tok, top_p, temperature, seed, attr_of=at)(model, [prompt], budget, lambda k, g: len(g) > 0 and cut(g) < len(g))[0]
-    return decode(tok, prompt), decode(tok, np.concatenate([prompt, g[:cut(g)]]))
+    sampler = window_sampler(tok, top_p, temperature, seed, attr_of=model_attr_table(model, tok))
+    g = sample_bars(model, tok, [prompt], [first], bars, [budget], sampler)[0]
+    return decode(tok, prompt), decode(tok, np.concatenate([prompt, g]))
 
 # %% ../nbs/18_desk.ipynb #e0a8320b
 LISTENING_COLUMNS = ("time", "prompt_id", "system_a", "system_b", "answer", "preferred")

@@ -25,9 +25,9 @@ from .recurrence import RecurrentLM, PieceStreams
 __all__ = ['HELDOUT', 'REPEAT_BUCKETS', 'BOOT_STATS', 'TokenizedCorpus', 'tokenize_corpus', 'piece_stream', 'window_batches',
            'heldout_windows', 'LMConfig', 'seq_len_for', 'model_config', 'LMRun', 'heldout_rows', 'train_lm',
            'piece_nll', 'heldout_bits_per_note', 'bar_token_table', 'token_bars', 'continuation_notes',
-           'prompt_and_reference', 'window_sampler', 'continuation_nmsi', 'bar_lines', 'repeated_bars', 'token_repeats',
-           'repeat_bucket', 'stream_token_nll', 'repeat_losses', 'bootstrap', 'bootstrap_ci', 'curve_flattened',
-           'PeakMemory', 'StepClock']
+           'prompt_and_reference', 'model_attr_table', 'window_sampler', 'sample_bars', 'continuation_nmsi',
+           'token_repeats', 'repeat_bucket', 'stream_token_nll', 'repeat_losses', 'bootstrap', 'bootstrap_ci',
+           'curve_flattened', 'PeakMemory', 'StepClock']
 
 # %% ../nbs/10_evaluate.ipynb #47540788
 HELDOUT = ("valid", "test")   # the splits that models (and BPE) never learn from
@@ -308,6 +308,12 @@ def prompt_and_reference(tok, # the tokenizer
     return np.asarray(ids[s:p]), np.asarray(ids[p:e]), b0 + prompt_bars
 
 # %% ../nbs/10_evaluate.ipynb #b00e5bfb
+def model_attr_table(model:MusicTransformer, # a decoder
+                     tok, # its tokenizer
+                    )->np.ndarray|None:
+    "The attribute id of every token id when `model` is a flat AS-KVHS decoder (the only kind that reads them), else None."
+    return attribute_types(tok) if model.cfg.attention == 'askvhs' and not tok.is_multi_voc else None
+
 def window_sampler(tok, # the tokenizer of the model (its grammar)
                    top_p:float=0.95, # nucleus sampling
                    temperature:float=1.0, # softmax temperature
@@ -333,6 +339,24 @@ def window_sampler(tok, # the tokenizer of the model (its grammar)
         return [np.asarray(x[:max_new_tokens], dtype=np.int64) for x in new]
     return sample
 
+def sample_bars(model:MusicTransformer, # a decoder for `tok`
+                tok, # its tokenizer
+                prompts:list, # token ids of each prompt, ending where bar `first_bars[k]` begins
+                first_bars:list, # the tokenizer bar (`token_bars`) each continuation starts
+                bars:int, # bars to sample after each prompt
+                budgets:list, # most tokens sampled per prompt
+                sampler=None, # `window_sampler(...)`; None: the default sampler with seed 0
+               )->list: # the new tokens of every prompt, up to the first token of bar first_bars[k] + bars
+    "Continue every prompt by `bars` whole bars (or its budget): sampling stops, and the tokens are cut, where bar first + bars begins."
+    sampler = sampler or window_sampler(tok, attr_of=model_attr_table(model, tok))
+    end = [b + bars for b in first_bars]
+    def cut(k, g):  # the generated tokens before the first token of bar `end[k]`
+        tb = token_bars(tok, np.concatenate([prompts[k], np.asarray(g, dtype=np.int64)]))[len(prompts[k]):]
+        return int(np.searchsorted(tb, end[k])) if len(tb) else 0
+    gens = sampler(model, prompts, max(budgets), lambda k, g: len(g) > 0 and cut(k, g) < len(g))
+    gens = [np.asarray(g, dtype=np.int64)[:budgets[k]] for k, g in enumerate(gens)]
+    return [g[:cut(k, g)] for k, g in enumerate(gens)]
+
 def continuation_nmsi(model:MusicTransformer, # a trained decoder for `corpus.tok`
                       corpus:TokenizedCorpus, # the corpus
                       rows, # positions of the pieces to continue
@@ -343,62 +367,15 @@ def continuation_nmsi(model:MusicTransformer, # a trained decoder for `corpus.to
                      )->dict:
     "NMSI (0-100) of sampled continuations against the real ones: the mean, its standard error, and the score of every piece."
     tok = corpus.tok
-    at = corpus.attr_table if model.cfg.attention == 'askvhs' else None
-    sampler = sampler or window_sampler(tok, attr_of=at)
     items = [(i, pr) for i in rows if (pr := prompt_and_reference(tok, corpus.ids[i], prompt_bars, continuation_bars)) is not None]
     items = [(i, p, r, b, ref) for i, (p, r, b) in items if len(ref := continuation_notes(tok, p, r, 4.0 * b))]
     if not items: return dict(nmsi=float("nan"), nmsi_se=float("nan"), n_continuations=0, piece_nmsi={})
-    end = [b + continuation_bars for _, _, _, b, _ in items]
-    def cut(k, g):  # the generated tokens before the first token of bar `end`
-        bars = token_bars(tok, np.concatenate([items[k][1], np.asarray(g, dtype=np.int64)]))[len(items[k][1]):]
-        return int(np.searchsorted(bars, end[k])) if len(bars) else 0
-    stop = lambda k, g: len(g) > 0 and cut(k, g) < len(g)
-    budget = [int(max_new_factor * len(r)) + 8 for _, _, r, _, _ in items]
-    gens = sampler(model, [p for _, p, _, _, _ in items], max(budget), stop)
-    scores = {}
-    for k, ((i, p, _, b, ref), g) in enumerate(zip(items, gens)):
-        g = np.asarray(g, dtype=np.int64)[:budget[k]]
-        scores[corpus.piece_id[i]] = nmsi(continuation_notes(tok, p, g[:cut(k, g)], 4.0 * b), ref)
+    budgets = [int(max_new_factor * len(r)) + 8 for _, _, r, _, _ in items]
+    gens = sample_bars(model, tok, [p for _, p, _, _, _ in items], [b for _, _, _, b, _ in items], continuation_bars, budgets, sampler)
+    scores = {corpus.piece_id[i]: nmsi(continuation_notes(tok, p, g, 4.0 * b), ref) for (i, p, _, b, ref), g in zip(items, gens)}
     s = np.array(list(scores.values()))
     se = float(s.std(ddof=1) / math.sqrt(len(s))) if len(s) > 1 else float("nan")
     return dict(nmsi=float(s.mean()), nmsi_se=se, n_continuations=len(s), piece_nmsi=scores)
-
-# %% ../nbs/10_evaluate.ipynb #33fcb783
-def bar_lines(score, # a symusic Score (ticks)
-             ) -> np.ndarray:
-    "The start tick of every bar of `score`, from its time signatures (4/4 before the first), up to its end."
-    end = max(int(score.end()), 1)
-    sigs = {0: (4, 4)}
-    for ts in score.time_signatures:
-        if ts.numerator > 0 and ts.denominator > 0: sigs[int(ts.time)] = (ts.numerator, ts.denominator)
-    times = sorted(t for t in sigs if t < end)
-    starts = []
-    for k, t in enumerate(times):
-        num, den = sigs[t]
-        starts.extend(range(t, times[k + 1] if k + 1 < len(times) else end, max(1, round(score.tpq * 4 * num / den))))
-    return np.array(starts, dtype=np.int64)
-
-def repeated_bars(score, # a symusic Score (ticks)
-                 ) -> pd.DataFrame:
-    "One row per bar: bar, start_tick, end_tick, notes, and source_bar, the most recent earlier bar with exactly the same notes (or -1)."
-    starts = bar_lines(score)
-    ends = np.append(starts[1:], max(int(score.end()), starts[-1] + 1))
-    cols = []
-    for ti, tr in enumerate(score.tracks):
-        a = tr.notes.numpy()
-        if len(a["time"]): cols.append(np.stack([np.full(len(a["time"]), ti), a["time"], a["pitch"], a["duration"]], 1).astype(np.int64))
-    m = np.concatenate(cols) if cols else np.zeros((0, 4), np.int64)
-    bar = np.clip(np.searchsorted(starts, m[:, 1], side="right") - 1, 0, None)
-    rows = np.stack([bar, m[:, 0], m[:, 1] - starts[bar], m[:, 2], m[:, 3]], 1)   # bar, track, onset in bar, pitch, duration
-    rows = rows[np.lexsort(rows.T[::-1])]
-    bounds = np.searchsorted(rows[:, 0], np.arange(len(starts) + 1))
-    last, source = {}, []
-    for b in range(len(starts)):
-        key = rows[bounds[b]:bounds[b + 1], 1:].tobytes()
-        source.append(last.get(key, -1) if key else -1)
-        if key: last[key] = b
-    return pd.DataFrame(dict(bar=np.arange(len(starts)), start_tick=starts, end_tick=ends,
-                             notes=np.diff(bounds), source_bar=source))
 
 # %% ../nbs/10_evaluate.ipynb #992e7d92
 REPEAT_BUCKETS = ("< 1 segment", "1-2 segments", "2-4 segments", "> 4 segments")

@@ -17,7 +17,7 @@ from .attention import ATTENTION_KINDS, AttentionConfig, kv_head_map, kv_project
 from .model import ModelConfig, MusicTransformer
 from .generate import generate
 from .recurrence import MemoryConfig, dsmr_variant, receptive_field, memory_bytes
-from .evaluate import LMConfig, tokenize_corpus, train_lm, heldout_rows, heldout_bits_per_note, model_config
+from .evaluate import LMConfig, tokenize_corpus, train_lm, heldout_rows, heldout_bits_per_note, model_config, model_attr_table
 from .listen import plot_piano_roll, audio, show_score, show_pair
 from .tokenizer import (grammar_for, TOKENIZER_KINDS, ATTRIBUTES, ATTR_COLORS, spec_for, encode, decode, token_parts,
                                   attribute_types, base_attribute)
@@ -390,7 +390,7 @@ def continue_piece(model, # a MusicTransformer for `tok`'s vocabulary
     if len(prompt) + max_new_tokens > L:
         raise ValueError(f"prompt of {len(prompt)} + max_new_tokens={max_new_tokens} exceeds the model's max_seq_len={L}")
     dev = next(model.parameters()).device
-    attr = torch.as_tensor(attribute_types(tok)) if model.cfg.attention == 'askvhs' and not tok.is_multi_voc else None
+    attr = model_attr_table(model, tok)  # attribute ids for AS-KVHS, else None
     gen = torch.Generator(device=dev).manual_seed(seed)
     with torch.no_grad():
         out = generate(model, prompt.to(dev), max_new_tokens, grammar=grammar_for(tok), attr_of=attr, generator=gen,

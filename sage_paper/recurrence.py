@@ -17,7 +17,8 @@ from .train import lm_loss, evaluate
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'MemoryConfig', 'earliest_visible', 'receptive_field', 'memory_bytes', 'MemoryState', 'RecurrentLM',
-           'PieceStreams', 'StreamLoss', 'context_utilization', 'copy_task_pieces', 'dsmr_variant']
+           'PieceStreams', 'StreamLoss', 'context_utilization', 'copy_task_pieces', 'bar_lines', 'repeated_bars',
+           'dsmr_variant']
 
 # %% ../nbs/09_recurrence.ipynb #fb6dbea2
 SCHEDULES = ('full', 'two_scale', 'binary', 'ascending', 'descending', 'perceiver_ar', 'custom')  # see the prose above
@@ -308,6 +309,43 @@ def copy_task_pieces(n:int, # pieces
         x[0::period], x[1::period] = 1, int(torch.randint(2, 2 + n_keys, (1,), generator=g))
         out.append(x)
     return out
+
+# %% ../nbs/09_recurrence.ipynb #ab3e2916
+def bar_lines(score, # a symusic Score (ticks)
+             ) -> np.ndarray:
+    "The start tick of every bar of `score`, from its time signatures (4/4 before the first), up to its end."
+    end = max(int(score.end()), 1)
+    sigs = {0: (4, 4)}
+    for ts in score.time_signatures:
+        if ts.numerator > 0 and ts.denominator > 0: sigs[int(ts.time)] = (ts.numerator, ts.denominator)
+    times = sorted(t for t in sigs if t < end)
+    starts = []
+    for k, t in enumerate(times):
+        num, den = sigs[t]
+        starts.extend(range(t, times[k + 1] if k + 1 < len(times) else end, max(1, round(score.tpq * 4 * num / den))))
+    return np.array(starts, dtype=np.int64)
+
+def repeated_bars(score, # a symusic Score (ticks)
+                 ) -> pd.DataFrame:
+    "One row per bar: bar, start_tick, end_tick, notes, and source_bar, the most recent earlier bar with exactly the same notes (or -1)."
+    starts = bar_lines(score)
+    ends = np.append(starts[1:], max(int(score.end()), starts[-1] + 1))
+    cols = []
+    for ti, tr in enumerate(score.tracks):
+        a = tr.notes.numpy()
+        if len(a["time"]): cols.append(np.stack([np.full(len(a["time"]), ti), a["time"], a["pitch"], a["duration"]], 1).astype(np.int64))
+    m = np.concatenate(cols) if cols else np.zeros((0, 4), np.int64)
+    bar = np.clip(np.searchsorted(starts, m[:, 1], side="right") - 1, 0, None)
+    rows = np.stack([bar, m[:, 0], m[:, 1] - starts[bar], m[:, 2], m[:, 3]], 1)   # bar, track, onset in bar, pitch, duration
+    rows = rows[np.lexsort(rows.T[::-1])]
+    bounds = np.searchsorted(rows[:, 0], np.arange(len(starts) + 1))
+    last, source = {}, []
+    for b in range(len(starts)):
+        key = rows[bounds[b]:bounds[b + 1], 1:].tobytes()
+        source.append(last.get(key, -1) if key else -1)
+        if key: last[key] = b
+    return pd.DataFrame(dict(bar=np.arange(len(starts)), start_tick=starts, end_tick=ends,
+                             notes=np.diff(bounds), source_bar=source))
 
 # %% ../nbs/09_recurrence.ipynb #1c788046
 def dsmr_variant(name:str, # full | two_scale | selective | ascending | descending | perceiver_ar | none | fhcr_lowrank | fhcr_gqa | fhcr_askvhs | binary_<l>_<l>...

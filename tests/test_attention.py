@@ -213,6 +213,10 @@ def test_auto_kernels_follow_the_device_and_the_compiler():
     torch._dynamo.reset()
     att.askvhs_kernel = 'grouped'
     assert att._kernel(torch.randn(1, 1, 32)) == 'grouped'
+    low = CausalSelfAttention(AttentionConfig(**SMALL, attention='askvhs', n_kv_head=2, askvhs_rank=4))  # low rank: its own fused matmuls in eager code
+    kernel = torch.compile(lambda x: low._kernel(x), dynamic=False)
+    assert low._kernel(torch.randn(1, 1, 32)) == 'fused' and [kernel(torch.randn(B, 1, 32)) for B in (1, 4)] == ['gathered', 'fused']
+    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("kernel", ["reduce", "matmul"])

@@ -12,7 +12,7 @@ from symusic import Score
 
 from sage_paper import data as D
 from sage_paper.core import map_isolated
-from sage_paper.evaluate import repeated_bars
+from sage_paper.recurrence import repeated_bars
 
 
 def test_views_have_one_track_per_part_and_one_piano_track(small_corpus):

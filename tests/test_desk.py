@@ -7,7 +7,7 @@ import pytest
 
 from sage_paper.claims import askvhs_claims, wilson
 from sage_paper.data import load_corpus, read_midi
-from sage_paper.evaluate import bar_lines
+from sage_paper.recurrence import bar_lines
 from sage_paper.explore import list_checkpoints, load_checkpoint, token_view
 from sage_paper.listen import engraved_counts
 from sage_paper.desk import (ANSWERS, LISTENING_COLUMNS, continue_bars, every_tokenizer, listening_summary, listening_test,
