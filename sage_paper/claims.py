@@ -41,11 +41,13 @@ def listening_csv()->Path:
     if os.environ.get("SAGE_PAPER_LISTENING_CSV"): return Path(os.environ["SAGE_PAPER_LISTENING_CSV"]).expanduser()
     return repo_root(required=True) / "data" / "listening_test.csv"
 
+def _figures(fig_dir=None)->Path: return Path(fig_dir) if fig_dir else repo_root(required=True) / "figures"  # the results folder
+
 def load_tables(fig_dir=None, # the results folder; default `figures/` of the repository
                 profile:str|None=None, # keep the rows of this profile (None: all)
                )->dict: # table name -> DataFrame (absent tables are left out)
     "The experiments' CSVs, each filtered to one profile."
-    d = Path(fig_dir) if fig_dir else repo_root(required=True) / "figures"
+    d = _figures(fig_dir)
     out = {}
     for name in TABLES:
         p = d / f"{name}.csv"

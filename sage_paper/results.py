@@ -4,12 +4,10 @@
 
 # %% ../nbs/19_results.ipynb #6805eb81
 from __future__ import annotations
-from pathlib import Path
 import numpy as np
 import pandas as pd
-from .core import repo_root
 from .bpe_study import summary_table
-from .claims import ledger_markdown, _best_speed, REPEAT_BUCKETS_FAR
+from .claims import ledger_markdown, _best_speed, _figures, REPEAT_BUCKETS_FAR
 
 # %% auto #0
 __all__ = ['SWEEP_RATIOS', 'claims_at_a_glance', 'runs_markdown', 'corpus_markdown', 'bpe_markdown', 'askvhs_markdown',
@@ -17,8 +15,6 @@ __all__ = ['SWEEP_RATIOS', 'claims_at_a_glance', 'runs_markdown', 'corpus_markdo
 
 # %% ../nbs/19_results.ipynb #06a37ae6
 import json as _json
-
-def _figures(fig_dir)->Path: return Path(fig_dir) if fig_dir else repo_root(required=True) / "figures"
 
 def _read(fig_dir, name:str)->pd.DataFrame|None:
     p = _figures(fig_dir) / f"{name}.csv"

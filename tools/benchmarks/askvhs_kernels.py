@@ -11,24 +11,19 @@ askvhs_kernels.csv beside this script.
 
     python tools/benchmarks/askvhs_kernels.py [--out FILE] [--n CALLS]
 """
-import argparse, time
+import argparse
 from pathlib import Path
 import pandas as pd
 import torch
 import torch._inductor.config as inductor_config
 from sage_paper.attention import AttentionConfig, CausalSelfAttention, KVCache
 from sage_paper.core import device_info, versions
+import cpu_clock  # beside this script
 
 
-def us_per_call(f, n=200, reps=9):
-    "CPU microseconds per call of f: the third-lowest of `reps` repeats of n calls."
-    for _ in range(20): f()
-    ts = []
-    for _ in range(reps):
-        t0 = time.process_time()
-        for _ in range(n): f()
-        ts.append((time.process_time() - t0) / n * 1e6)
-    return sorted(ts)[2]
+def us_per_call(f, n=200):
+    "CPU microseconds per call of f: the third-lowest of 9 repeats of n calls, after 20 warm-up calls."
+    return cpu_clock.us_per_call(f, n, reps=9, keep=2, warmup=20)
 
 
 def attention(kind, G, kernel='auto', rank=None, d=512, H=8, A=8, dtype=torch.float32):

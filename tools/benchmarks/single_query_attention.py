@@ -3,33 +3,24 @@
 
 One query per sequence over a bf16 cache of L slots (the static cache's masked layout, as the compiled CPU
 decoder reads it), H = 8 query heads over G KV heads, head_dim 64, for G in {1, 2, 8}, batch in {1, 64},
-L in {272, 1024, 4096}: SDPA (what the eager decoder runs), and `attend_reduce` (two reductions) and
-`attend_matmul` (two batched matmuls) compiled as the CPU decoder compiles its step. Each row also gives the
-cache bytes read per call and the GB/s that reaches, and the ratio to the loops (`attend_reduce`). Every row
+L in {272, 1024, 4096}: SDPA (what the eager decoder runs), and `attend_single` as two reductions (the loops)
+and as two batched matmuls, compiled as the CPU decoder compiles its step. Each row also gives the cache bytes
+read per call and the GB/s that reaches, and the ratio to the loops. Every row
 of one run is measured in the same process, one thread, inference mode; each number is a low quantile of 7
 repeats of CPU time per call (robust to other processes on a shared machine). Writes single_query_attention.csv
 beside this script.
 
     python tools/benchmarks/single_query_attention.py [--out FILE]
 """
-import argparse, time
+import argparse
+from functools import partial
 from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sage_paper.attention import attend_reduce, attend_matmul
+from sage_paper.attention import attend_single
 from sage_paper.core import device_info, versions
-
-
-def us_per_call(f, n, reps=7):
-    "CPU microseconds per call of f: the second-lowest of `reps` repeats of n calls."
-    for _ in range(3): f()
-    ts = []
-    for _ in range(reps):
-        t0 = time.process_time()
-        for _ in range(n): f()
-        ts.append((time.process_time() - t0) / n * 1e6)
-    return sorted(ts)[1]
+from cpu_clock import us_per_call  # beside this script
 
 
 def main(argv=None):
@@ -39,8 +30,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     torch._dynamo.config.recompile_limit = 256
     sdpa = lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m)  # (B, G, r, dh) rows, as `attend` folds them
-    kernels = {'sdpa (eager)': sdpa, 'reduce (compiled)': torch.compile(attend_reduce, dynamic=False),
-               'matmul (compiled)': torch.compile(attend_matmul, dynamic=False)}
+    kernels = {'sdpa (eager)': sdpa, 'reduce (compiled)': torch.compile(partial(attend_single, how='reduce'), dynamic=False),
+               'matmul (compiled)': torch.compile(partial(attend_single, how='matmul'), dynamic=False)}
     rows = []
     with torch.inference_mode():
         for G in (1, 2, 8):
@@ -55,7 +46,7 @@ def main(argv=None):
                     ref = kernels['sdpa (eager)'](q, k, v, mask).float()
                     for name, f in kernels.items():
                         err = float((f(q, k, v, mask).float() - ref).abs().max())
-                        us = us_per_call(lambda: f(q, k, v, mask), n)
+                        us = us_per_call(lambda: f(q, k, v, mask), n, reps=7, keep=1, warmup=3)
                         rows.append(dict(kernel=name, kv_heads=G, batch=B, cached=L, us_per_call=us, cache_mb=nbytes / 1e6,
                                          gb_s=nbytes / us / 1e3, max_abs_err_vs_sdpa=err))
                     r = pd.DataFrame(rows[-len(kernels):])
