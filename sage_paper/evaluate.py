@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_evaluate.ipynb #3936be43
 from __future__ import annotations
-import math, time
+import math, os, time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,25 +12,26 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from .core import check_ints, map_pieces
+from .core import check_ints, map_pieces, map_isolated
 from .data import read_midi, MidiError, piece_hash
 from .tokenizer import encode, decode, token_parts, attribute_types, grammar_for
 from .metrics import nmsi, notes_array, bits_per_note
 from .model import ModelConfig, MusicTransformer
-from .train import TrainConfig, Trainer, evaluate as evaluate_nll, lm_loss, seed_everything, autocast, resolve_amp, to_device
+from .train import TrainConfig, Trainer, stable_phase, evaluate as evaluate_nll, lm_loss, seed_everything, autocast, resolve_amp, to_device
 from .generate import generate, SamplingConfig
 from .recurrence import RecurrentLM, PieceStreams
 
 # %% auto #0
-__all__ = ['HELDOUT', 'REPEAT_BUCKETS', 'BOOT_STATS', 'TokenizedCorpus', 'tokenize_corpus', 'piece_stream', 'window_batches',
-           'heldout_windows', 'LMConfig', 'seq_len_for', 'model_config', 'LMRun', 'heldout_rows', 'train_lm',
-           'piece_nll', 'heldout_bits_per_note', 'bar_token_table', 'token_bars', 'continuation_notes',
-           'prompt_and_reference', 'model_attr_table', 'window_sampler', 'sample_bars', 'continuation_nmsi',
-           'token_repeats', 'repeat_bucket', 'stream_token_nll', 'repeat_losses', 'bootstrap', 'bootstrap_ci',
-           'curve_flattened', 'PeakMemory', 'StepClock']
+__all__ = ['HELDOUT', 'VALID', 'SCORED', 'REPEAT_BUCKETS', 'BOOT_STATS', 'TokenizedCorpus', 'tokenize_corpus', 'piece_stream',
+           'window_batches', 'heldout_windows', 'LMConfig', 'seq_len_for', 'model_config', 'convergence', 'LMRun',
+           'heldout_rows', 'train_lm', 'piece_nll', 'heldout_bits_per_note', 'parallel_runs', 'bar_token_table',
+           'token_bars', 'continuation_notes', 'prompt_and_reference', 'model_attr_table', 'window_sampler',
+           'sample_bars', 'continuation_nmsi', 'lm_trial', 'plot_learning_curves', 'token_repeats', 'repeat_bucket',
+           'stream_token_nll', 'repeat_losses', 'bootstrap', 'bootstrap_ci', 'PeakMemory', 'StepClock']
 
 # %% ../nbs/10_evaluate.ipynb #47540788
 HELDOUT = ("valid", "test")   # the splits that models (and BPE) never learn from
+VALID, SCORED = ("valid",), ("test",)  # validation picks the weights and says when to stop; claims are scored on test only
 
 @dataclass
 class TokenizedCorpus:
@@ -137,11 +138,15 @@ class LMConfig:
     n_head:int=4 # attention (query) heads
     notes_per_seq:int=64 # context in notes: a window holds notes_per_seq x (train tokens per note) tokens
     batch_size:int=16 # windows per step
-    steps:int=200 # optimiser steps
+    steps:int=200 # optimiser steps: the budget (with a learning curve, the first budget; see `max_steps`)
     lr:float=1e-3 # peak learning rate
     warmup_steps:int=20 # linear warm-up steps
-    eval_every:int=0 # score a validation subset every this many steps (a learning curve); 0: never
-    max_eval_notes:int|None=None # score at most this many held-out notes (whole pieces, in a fixed shuffled order); None: all
+    schedule:str='constant' # learning rate after warm-up: 'constant' (runs can be extended), 'wsd' or 'cosine' (07_train)
+    eval_every:int=0 # score the valid pieces every this many steps (a learning curve, best-weights, stopping); 0: never
+    max_steps:int|None=None # with a curve and a constant rate: extend an unconverged run by `extend`x up to this cap; None: steps
+    extend:float=1.5 # factor of each extension
+    patience:int=0 # stop once validation has not improved for this many evaluations and its best step is <= 0.9 x the step; 0: never
+    max_eval_notes:int|None=None # score at most this many test notes (whole pieces, in a fixed shuffled order); None: all
     seed:int=0 # initialization, batches and sampling
     device:str="auto" # torch device ('auto': cuda if available, else cpu)
     threads:int|None=None # torch CPU threads while training; None leaves the setting alone
@@ -149,7 +154,16 @@ class LMConfig:
     def __post_init__(self):
         check_ints(self, positive=("d_model", "n_layer", "n_head", "notes_per_seq", "batch_size", "steps", "max_eval_notes", "threads"),
                    nonneg=("warmup_steps", "eval_every", "seed"), optional=("max_eval_notes", "threads"))
+        check_ints(self, positive=("max_steps",), nonneg=("patience",), optional=("max_steps",))
         if not self.lr > 0: raise ValueError(f"LMConfig.lr={self.lr!r}: must be > 0")
+        if not self.extend > 1: raise ValueError(f"LMConfig.extend={self.extend!r}: must be > 1")
+        if self.max_steps is not None and self.max_steps < self.steps: raise ValueError(f"LMConfig.max_steps={self.max_steps}: must be >= steps={self.steps}")
+        if self.schedule not in ('constant', 'wsd', 'cosine'): raise ValueError(f"LMConfig.schedule={self.schedule!r}: 'constant', 'wsd' or 'cosine'")
+
+    @property
+    def cap(self)->int:
+        "The most steps a run may take: `max_steps` for a constant rate with a learning curve, else `steps`."
+        return self.max_steps if self.max_steps and self.eval_every and self.schedule == 'constant' else self.steps
 
     @property
     def train_notes(self)->int:
@@ -173,6 +187,33 @@ def model_config(tok, # the tokenizer: sets the vocabulary (pooled: one size per
     kw = dict(d_model=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head, n_kv_head=cfg.n_head, max_seq_len=max_seq_len)
     return ModelConfig(**vocab, **{**kw, **overrides})
 
+# %% ../nbs/10_evaluate.ipynb #67aaf1ec
+def convergence(history:list, # the trainer's rows (with 'val_loss' where it was evaluated)
+                steps:int, # steps trained
+                stable:tuple, # (first, end) steps of the stable-rate phase (`07_train.stable_phase`)
+                best_frac:float=0.9, # rule 1: converged if the best step is at most this fraction of `steps`
+                window:float=0.25, # rule 2: the final fraction of the stable phase read for a plateau
+                tol:float=0.005, # rule 2: relative improvement under which the curve is a plateau
+               )->dict: # converged (bool), why (words), best_step, best_val, tail_gain
+    "Has training converged? Rule 1: best validation step <= `best_frac` x steps; rule 2: < `tol` gain over the last `window` of the stable phase."
+    pts = [(r['step'], r['val_loss']) for r in history if r.get('val_loss') is not None and r['step'] <= steps]
+    out = dict(converged=False, why='no learning curve', best_step=None, best_val=float('nan'), tail_gain=float('nan'))
+    if len(pts) < 2: return out
+    st, v = np.array(pts, dtype=np.float64).T
+    best = int(st[int(np.argmin(v))])  # the first minimum
+    out.update(best_step=best, best_val=float(v.min()))
+    s0, s1 = stable[0], min(stable[1], steps)
+    if s1 > s0:
+        w0 = s1 - window * (s1 - s0)
+        ref, win = v[(st >= s0) & (st <= w0)], v[(st > w0) & (st <= s1)]
+        if len(ref) and len(win): out['tail_gain'] = float((ref[-1] - win.min()) / ref[-1])
+    if best <= best_frac * steps: return {**out, 'converged': True, 'why': f"best validation at step {best} of {steps}"}
+    g = out['tail_gain']
+    if np.isfinite(g) and g < tol:
+        return {**out, 'converged': True, 'why': f"plateau: validation improved {g:.2%} over the last {window:.0%} of the stable-rate phase"}
+    if s1 <= s0: return {**out, 'why': "still improving at the end of a decaying schedule (no stable-rate phase to read a plateau from)"}
+    return {**out, 'why': f"still improving: {g:.1%} over the last {window:.0%} of the stable-rate phase" if np.isfinite(g) else "still improving"}
+
 # %% ../nbs/10_evaluate.ipynb #8699b2c2
 @dataclass
 class LMRun:
@@ -182,10 +223,19 @@ class LMRun:
     tokens_per_note:float # of the training pieces
     history:list # the trainer's rows: step, train_loss, val_loss, ...
     seconds:float # training wall time
+    steps:int=0 # optimiser steps trained
+    best_step:int|None=None # the validation's best step: the weights kept (None: no curve, the last weights)
+    converged:bool=False # `convergence` of the curve (False without one)
+    why:str='no learning curve' # the rule's words
+
+    def curve(self)->pd.DataFrame:
+        "The learning curve: step, train_loss, val_loss (NaN where not evaluated), and whether the row is the best step."
+        df = pd.DataFrame(self.history)[['step', 'train_loss', 'val_loss']].astype({'val_loss': float})
+        return df.assign(best=df.step == self.best_step)
 
 def heldout_rows(corpus:TokenizedCorpus, # the corpus
-                 max_notes:int|None=None, # cap on notes; None: every held-out piece
-                 splits=HELDOUT, # which splits count as held out
+                 max_notes:int|None=None, # cap on notes; None: every scored piece
+                 splits=SCORED, # the splits to score: the test split
                 )->np.ndarray:
     "Held-out pieces to score: all, or whole pieces in a fixed pseudo-random order (by piece id) until `max_notes`."
     r = corpus.rows(splits)
@@ -196,33 +246,49 @@ def heldout_rows(corpus:TokenizedCorpus, # the corpus
 def train_lm(corpus:TokenizedCorpus, # the corpus in the tokenizer to train on
              cfg:LMConfig, # decoder and budget
              progress:bool=False, # the trainer's progress bar
-             **overrides, # ModelConfig fields of the variant: attention, n_kv_head, askvhs_rank, kv_rank, ...
+             **overrides, # ModelConfig fields of the variant: attention, n_kv_head, askvhs_rank, kv_rank, d_ff, ...
             )->LMRun:
-    "Train the small decoder on the training pieces of `corpus` for `cfg.train_notes` notes."
+    "Train the small decoder on the training pieces: until validation says stop (with `eval_every`), else for `cfg.steps`."
     tr = corpus.rows('train')
     if not len(tr): raise ValueError("train_lm: the corpus has no usable train pieces")
     tpn = corpus.tokens_per_note('train')
     T = seq_len_for(cfg.notes_per_seq, tpn)
     attr = corpus.attr_table
     stream = np.concatenate([piece_stream(corpus.tok, corpus.ids[i]) for i in tr])
-    val = None
-    if cfg.eval_every:  # a fixed validation subset for the learning curve: at most ~4 batches
-        vr = heldout_rows(corpus, 4 * cfg.batch_size * cfg.notes_per_seq, ('valid',)) if len(corpus.rows('valid')) else heldout_rows(corpus, 4 * cfg.batch_size * cfg.notes_per_seq)
-        val = heldout_windows([piece_stream(corpus.tok, corpus.ids[i]) for i in vr], T, cfg.batch_size, attr)[0]
+    val, e = None, cfg.eval_every
+    if e:  # the learning curve: every valid piece, never a test piece
+        vr = corpus.rows(VALID)
+        if not len(vr): raise ValueError("train_lm: a learning curve (eval_every) needs valid pieces, and the corpus has none")
+        val = heldout_windows([piece_stream(corpus.tok, corpus.ids[i]) for i in vr], T, 4 * cfg.batch_size, attr)[0]
+    up = lambda s: -(-s // e) * e if e else s  # budgets end on an evaluation
+    cap = up(cfg.cap)
     threads = torch.get_num_threads()
     if cfg.threads: torch.set_num_threads(cfg.threads)
     try:
         seed_everything(cfg.seed)
         model = MusicTransformer(model_config(corpus.tok, cfg, T - 1, **overrides))
-        tc = TrainConfig(max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=min(cfg.warmup_steps, cfg.steps),
-                         eval_every=cfg.eval_every, eval_batches=0, seed=cfg.seed, log_every=max(1, cfg.steps // 10),
-                         device=cfg.device, progress=progress)
+        tc = TrainConfig(max_steps=cap, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=min(cfg.warmup_steps, cfg.steps),
+                         schedule=cfg.schedule, eval_every=e, eval_batches=0, keep_best=bool(e), seed=cfg.seed,
+                         log_every=max(1, min(e or cfg.steps, cfg.steps // 10)), device=cfg.device, progress=progress)
+        def stop_early(tr_, row):  # validation stopped improving `patience` evaluations ago, well before this step
+            b = tr_.best['step']
+            if row['val_loss'] is not None and b is not None and row['step'] - b >= cfg.patience * e and b <= 0.9 * row['step']:
+                tr_.should_stop = True
         t0 = time.time()
-        trainer = Trainer(model, window_batches(stream, T, cfg.batch_size, cfg.seed, attr), tc, val_batches=val)
-        hist = trainer.fit()
+        trainer = Trainer(model, window_batches(stream, T, cfg.batch_size, cfg.seed, attr), tc, val_batches=val,
+                          callbacks=[stop_early] if cfg.patience and e else None)
+        budget = up(cfg.steps) if e else cfg.steps
+        while True:
+            trainer.fit(stop_at=budget)
+            conv = convergence(trainer.history, trainer.step, stable_phase(tc))
+            if conv['converged'] or trainer.step < budget or budget >= cap: break
+            budget = min(cap, up(math.ceil(budget * cfg.extend)))  # still improving: train on
+        if e and trainer.best['model'] is not None: trainer.load_best()
         secs = time.time() - t0
     finally: torch.set_num_threads(threads)
-    return LMRun(trainer.model.eval(), T, tpn, hist, secs)
+    if not conv['converged'] and e and trainer.step >= cap: conv['why'] = f"budget: {conv['why']} at the cap of {cap} steps"
+    return LMRun(trainer.model.eval(), T, tpn, trainer.history, secs, trainer.step, conv['best_step'], conv['converged'], conv['why'])
+
 
 # %% ../nbs/10_evaluate.ipynb #6ca2c23c
 @torch.no_grad()
@@ -254,6 +320,29 @@ def heldout_bits_per_note(model:MusicTransformer, # a trained decoder
     nll = piece_nll(model, corpus, rows, seq_len)
     notes = corpus.notes[np.asarray(rows)]
     return dict(bits_per_note=bits_per_note(nll.sum(), int(notes.sum())), piece_nll=nll, piece_notes=notes)
+
+# %% ../nbs/10_evaluate.ipynb #1cce2bc5
+def parallel_runs(fn, # fn(job) -> result, run in a worker with one torch thread; a closure is fine (workers are forked)
+                  jobs, # the jobs: configs, tuples, ...
+                  n_jobs:int|None=None, # worker processes; None: one per core; 1: in this process
+                  on_result=None, # called here as on_result(index, result) as each job finishes
+                  desc:str|None=None, # a progress bar with this label
+                 )->list: # results in order; an exception where a job failed
+    "`[fn(job) for job in jobs]` over `n_jobs` single-thread worker processes; a failed job leaves its exception, the others their results."
+    jobs = list(jobs)
+    n = min(n_jobs or os.cpu_count() or 1, len(jobs))
+    if n <= 1 or (torch.cuda.is_available() and torch.cuda.is_initialized()):  # CUDA cannot be forked: one process
+        out = []
+        for i, j in enumerate(jobs):
+            try: r = fn(j)
+            except Exception as e: r = e
+            out.append(r)
+            if on_result is not None: on_result(i, r)
+        return out
+    def one(job):
+        torch.set_num_threads(1)
+        return fn(job)
+    return map_isolated(one, jobs, n, desc, chunksize=1, on_result=on_result)
 
 # %% ../nbs/10_evaluate.ipynb #f7bc83bf
 def bar_token_table(tok, # a flat tokenizer (REMI/TSD, with or without BPE)
@@ -377,6 +466,77 @@ def continuation_nmsi(model:MusicTransformer, # a trained decoder for `corpus.to
     se = float(s.std(ddof=1) / math.sqrt(len(s))) if len(s) > 1 else float("nan")
     return dict(nmsi=float(s.mean()), nmsi_se=se, n_continuations=len(s), piece_nmsi=scores)
 
+# %% ../nbs/10_evaluate.ipynb #e639d7c4
+def lm_trial(corpus:TokenizedCorpus, # the corpus in the model's tokenizer
+             cfg:LMConfig, # decoder, budget and seed
+             nmsi_prompts:int=0, # test pieces continued for NMSI (0: none)
+             prompt_bars:int=4, # bars of prompt
+             continuation_bars:int=4, # bars generated and compared
+             untrained_nmsi:bool=False, # also continue the prompts with the untrained model (same seed)
+             **overrides, # ModelConfig fields of the variant
+            )->dict: # row (dict), pieces (list of dicts), curve (DataFrame)
+    "Train one model with `train_lm`, score every test piece, continue test pieces for NMSI: a study's row, per-piece rows and curve."
+    run = train_lm(corpus, cfg, **overrides)
+    ho = heldout_rows(corpus, cfg.max_eval_notes)
+    bp = heldout_bits_per_note(run.model, corpus, ho, run.seq_len)
+    last = run.history[-1]['train_loss'] if run.history else float('nan')
+    row = dict(seed=cfg.seed, params=run.model.num_params(), bits_per_note=bp['bits_per_note'], test_pieces=len(ho),
+               heldout_notes_scored=int(bp['piece_notes'].sum()), train_loss_last=last,
+               train_bits_per_note=last * run.tokens_per_note / math.log(2), seq_len=run.seq_len, steps=run.steps,
+               steps_budget=cfg.steps, steps_cap=cfg.cap, best_step=run.best_step, converged=run.converged, converged_why=run.why,
+               best_val_loss=float(run.curve().val_loss.min()) if cfg.eval_every else float('nan'),
+               train_notes=run.steps * cfg.batch_size * cfg.notes_per_seq, train_seconds=run.seconds, d_model=cfg.d_model,
+               n_layer=cfg.n_layer, notes_per_seq=cfg.notes_per_seq, batch_size=cfg.batch_size,
+               nmsi=float('nan'), nmsi_se=float('nan'), n_continuations=0, nmsi_untrained=float('nan'))
+    nm, nm0 = {}, {}
+    if nmsi_prompts:
+        prompts = heldout_rows(corpus)[:nmsi_prompts]
+        cont = lambda m: continuation_nmsi(m, corpus, prompts, prompt_bars, continuation_bars,
+                                           sampler=window_sampler(corpus.tok, seed=cfg.seed, attr_of=model_attr_table(m, corpus.tok)))
+        r = cont(run.model)
+        row.update(nmsi=r['nmsi'], nmsi_se=r['nmsi_se'], n_continuations=r['n_continuations']); nm = r['piece_nmsi']
+        if untrained_nmsi:
+            seed_everything(cfg.seed)  # the initialization `train_lm` started from
+            r0 = cont(MusicTransformer(run.model.cfg).to(next(run.model.parameters()).device).eval())
+            row['nmsi_untrained'] = r0['nmsi']; nm0 = r0['piece_nmsi']
+    pieces = [dict(piece_id=corpus.piece_id[i], nll=float(nll), notes=int(n), nmsi=nm.get(corpus.piece_id[i], float('nan')),
+                   nmsi_untrained=nm0.get(corpus.piece_id[i], float('nan'))) for i, nll, n in zip(ho, bp['piece_nll'], bp['piece_notes'])]
+    return dict(row=row, pieces=pieces, curve=run.curve().assign(seed=cfg.seed))
+
+# %% ../nbs/10_evaluate.ipynb #9d4df4c0
+def plot_learning_curves(curves:pd.DataFrame, # rows of `lm_trial`'s curves with a `seed` column and the group columns
+                         by:list, # columns naming a panel, e.g. ['view', 'vocab_size_actual'] or ['variant']
+                         runs:pd.DataFrame|None=None, # the study's rows (group columns, seed, converged): hollow best marks where not converged
+                         title:str='', # figure title
+                         ncols:int=4, # panels per row
+                        ):
+    "Validation loss against steps for every run, one panel per group and one line per seed, the best step marked."
+    import matplotlib.pyplot as plt
+    c = curves.dropna(subset=['val_loss'])
+    groups = list(c.groupby(by, sort=False))
+    if not groups: raise ValueError("plot_learning_curves: no validation losses in `curves` (train with eval_every > 0)")
+    nr = math.ceil(len(groups) / ncols)
+    fig, axes = plt.subplots(nr, min(ncols, len(groups)), figsize=(3.6 * min(ncols, len(groups)), 2.8 * nr), squeeze=False, dpi=100)
+    conv = {} if runs is None else {tuple(r[:-1]): bool(r[-1]) for r in runs[[*by, 'seed', 'converged']].itertuples(index=False)}
+    for ax, (key, g) in zip(axes.flat, groups):
+        key = key if isinstance(key, tuple) else (key,)
+        for i, (sd, h) in enumerate(g.groupby('seed')):
+            ax.plot(h.step, h.val_loss, color=f'C{i}', lw=1.2, label=f'seed {sd}')
+            b = h[h.best]
+            ok = conv.get((*key, sd), True)
+            ax.plot(b.step, b.val_loss, 'o', ms=6, color=f'C{i}', mfc=f'C{i}' if ok else 'white')
+        ax.set_title(', '.join(str(k) for k in key), fontsize=9); ax.set_xlabel('step', fontsize=8); ax.tick_params(labelsize=8)
+        ax.set_ylabel('validation loss (nats/token)', fontsize=8)
+    for ax in list(axes.flat)[len(groups):]: ax.set_visible(False)
+    h, l = axes.flat[0].get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+    h += [Line2D([], [], marker='o', ls='', color='k', label='best step (weights scored)'),
+          Line2D([], [], marker='o', ls='', color='k', mfc='white', label='best step, not converged')]
+    fig.legend(handles=h, loc='lower center', ncol=min(len(h), 5), bbox_to_anchor=(0.5, -0.02), frameon=False, fontsize=8)
+    fig.suptitle(title or 'learning curves (lower is better)', fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
 # %% ../nbs/10_evaluate.ipynb #992e7d92
 REPEAT_BUCKETS = ("< 1 segment", "1-2 segments", "2-4 segments", "> 4 segments")
 
@@ -480,21 +640,6 @@ def bootstrap_ci(a, # (S, P) or (P,): per-piece values of variant a, one row per
     if stat == 'total_ratio' and den is None: raise ValueError("stat='total_ratio' needs den (e.g. notes per piece)")
     mats = (a,) if stat == 'mean' else (a, b) if stat in ('ratio', 'diff') else (a, den)
     return bootstrap(BOOT_STATS[stat], *mats, **kw)
-
-# %% ../nbs/10_evaluate.ipynb #6de7a589
-def curve_flattened(history:list, # the trainer's rows (with 'val_loss' where it was evaluated)
-                    tail:float=0.2, # the last fraction of the run
-                    tol:float=0.02, # relative improvement below which the curve counts as flat
-                   )->tuple: # (flattened: bool or None without a curve, relative improvement over the tail)
-    "Did the validation loss improve by less than `tol` over the last `tail` of the steps? (None: no curve.)"
-    pts = [(r['step'], r['val_loss']) for r in history if r.get('val_loss') is not None]
-    if len(pts) < 2: return None, float('nan')
-    steps, loss = np.array(pts).T
-    start = steps[-1] - tail * steps[-1]
-    before = loss[steps <= start]
-    if not len(before): return None, float('nan')
-    gain = (before[-1] - loss[-1]) / before[-1]
-    return bool(gain < tol), float(gain)
 
 # %% ../nbs/10_evaluate.ipynb #bb03043e
 def _proc_status_mb(field:str)->float:

@@ -20,12 +20,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 # %% auto #0
-__all__ = ['AMP_MODES', 'EMBEDDING_TYPES', 'PAD_ID', 'AMP_DTYPES', 'TrainConfig', 'lr_at', 'param_groups', 'seed_everything',
-           'rng_state', 'set_rng_state', 'as_batch', 'shard_batch', 'to_device', 'BatchStream', 'lm_loss',
-           'resolve_device', 'resolve_amp', 'autocast', 'init_distributed', 'evaluate', 'Trainer']
+__all__ = ['AMP_MODES', 'SCHEDULES', 'EMBEDDING_TYPES', 'PAD_ID', 'AMP_DTYPES', 'TrainConfig', 'stable_phase', 'lr_at',
+           'param_groups', 'seed_everything', 'rng_state', 'set_rng_state', 'as_batch', 'shard_batch', 'to_device',
+           'BatchStream', 'lm_loss', 'resolve_device', 'resolve_amp', 'autocast', 'init_distributed', 'evaluate',
+           'Trainer']
 
 # %% ../nbs/07_train.ipynb #3b3a648d
 AMP_MODES = ('auto', 'bf16', 'fp16', 'off')
+SCHEDULES = ('cosine', 'wsd', 'constant')
 
 @dataclass
 class TrainConfig:
@@ -36,10 +38,13 @@ class TrainConfig:
     weight_decay: float = 0.1  # AdamW decoupled decay, applied to weight matrices only
     betas: tuple = (0.9, 0.95)  # AdamW (beta1, beta2)
     warmup_steps: int = 100  # linear warm-up from lr/warmup_steps to lr
-    min_lr_ratio: float = 0.1  # floor of the cosine as a fraction of lr
+    min_lr_ratio: float = 0.1  # floor of the cosine (or of wsd's decay) as a fraction of lr
+    schedule: str = 'cosine'  # 'cosine' (to max_steps), 'wsd' (warm-up, stable, linear decay over the last decay_frac) or 'constant'
+    decay_frac: float = 0.2  # wsd: the fraction of max_steps spent decaying
     grad_clip: float = 1.0  # max global L2 norm of the gradient; 0 disables clipping
     amp: str = 'auto'  # 'auto' (bf16 on CUDA if supported, else off), 'bf16', 'fp16' (with GradScaler) or 'off'
     eval_every: int = 200  # evaluate every this many steps (0: only at max_steps)
+    keep_best: bool = False  # keep a copy of the weights at the best validation loss (`Trainer.load_best`)
     eval_batches: int = 20  # validation batches per evaluation (0: all of an iterable)
     ckpt_every: int = 0  # checkpoint every this many steps (0: only at max_steps or `stop_at`)
     ckpt_dir: Optional[str] = None  # folder of `last.pt` and `history.json`; None: no checkpoints
@@ -63,6 +68,8 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas): bad('betas', "must be two floats in [0, 1)")
         if not 0 <= self.min_lr_ratio <= 1: bad('min_lr_ratio', "must be in [0, 1]")
+        if self.schedule not in SCHEDULES: bad('schedule', f"must be one of {SCHEDULES}")
+        if not 0 < self.decay_frac <= 1: bad('decay_frac', "must be in (0, 1]")
         if self.grad_clip is None: self.grad_clip = 0.0
         if not self.grad_clip >= 0: bad('grad_clip', "must be >= 0 (0 disables clipping)")
         if self.amp not in AMP_MODES: bad('amp', f"must be one of {AMP_MODES}")
@@ -72,13 +79,25 @@ class TrainConfig:
         if self.ckpt_dir is not None: self.ckpt_dir = str(self.ckpt_dir)
 
 # %% ../nbs/07_train.ipynb #353e4de9
+def stable_phase(cfg: TrainConfig,  # uses schedule, warmup_steps, max_steps, decay_frac
+                ) -> tuple[int, int]:
+    "(first, end) steps trained at the peak rate: after warm-up, up to the decay (cosine: an empty phase)."
+    if cfg.schedule == 'cosine': return cfg.warmup_steps, cfg.warmup_steps
+    if cfg.schedule == 'constant': return cfg.warmup_steps, cfg.max_steps
+    return cfg.warmup_steps, max(cfg.warmup_steps, cfg.max_steps - round(cfg.decay_frac * cfg.max_steps))
+
 def lr_at(step: int,  # completed optimiser steps (0 for the first update)
-          cfg: TrainConfig,  # uses lr, warmup_steps, max_steps, min_lr_ratio
+          cfg: TrainConfig,  # uses lr, warmup_steps, max_steps, min_lr_ratio, schedule, decay_frac
          ) -> float:
-    "Learning rate of the update after `step` completed steps: linear warm-up then cosine decay to `min_lr_ratio*lr`."
+    "Learning rate of the update after `step` completed steps: linear warm-up, then cosine, stable-then-decay (wsd) or constant."
     if step < cfg.warmup_steps: return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == 'constant': return cfg.lr
     min_lr = cfg.lr * cfg.min_lr_ratio
     if step >= cfg.max_steps: return min_lr
+    if cfg.schedule == 'wsd':
+        _, decay_from = stable_phase(cfg)
+        if step < decay_from: return cfg.lr
+        return cfg.lr + (min_lr - cfg.lr) * (step - decay_from) / max(cfg.max_steps - decay_from, 1)
     progress = (step - cfg.warmup_steps) / (cfg.max_steps - cfg.warmup_steps)  # in [0, 1)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - min_lr)
 
@@ -207,8 +226,9 @@ def lm_loss(model: nn.Module,  # follows the decoder contract: model(tokens, att
     elif tokens.ndim != 3: raise ValueError(f"tokens must be (B, T) or (B, T, F), got shape {tuple(tokens.shape)}")
     elif not isinstance(out, (list, tuple)) or len(out) != tokens.shape[-1]:
         raise ValueError(f"pooled tokens with F={tokens.shape[-1]} fields need a list of {tokens.shape[-1]} logit tensors from the model")
-    nll = sum(F.cross_entropy(lg.transpose(1, 2).float(), tgt[..., f], ignore_index=pad_id, reduction='none')  # (B, V_f, T-1) -> (B, T-1)
-              for f, lg in enumerate(out)).sum(1)  # (B,) nats per sequence
+    B, T1 = tgt.shape[:2]
+    nll = sum(F.cross_entropy(lg.reshape(B * T1, -1).float(), tgt[..., f].reshape(B * T1), ignore_index=pad_id,  # (B*T', V_f) rows
+                              reduction='none') for f, lg in enumerate(out)).view(B, T1).sum(1)  # (B*T',) -> (B, T') -> (B,) nats per sequence
     n = (tgt != pad_id).any(-1).sum(1)  # (B,) predicted tokens per sequence
     return (nll, n) if per_sequence else (nll.sum(), n.sum())
 
@@ -284,7 +304,7 @@ def evaluate(model: nn.Module,  # decoder following the contract
 
 # %% ../nbs/07_train.ipynb #d1349b0e
 class Trainer:
-    "Next-token trainer: AdamW, warm-up + cosine, clipping, AMP on GPU, exact resume, DDP under torchrun."
+    "Next-token trainer: AdamW, warm-up + cosine/wsd/constant, clipping, AMP on GPU, best-validation weights, exact resume, DDP under torchrun."
     def __init__(self, model: nn.Module,  # decoder following the contract of 06_model
                  train_batches,  # `batch_at(step) -> batch` callable or re-iterable of global batches
                  cfg: TrainConfig,  # hyper-parameters
@@ -313,6 +333,7 @@ class Trainer:
         self.loss_fn, self.eval_loss_fn = loss_fn, eval_loss_fn or loss_fn
         self.val_batches, self.callbacks = val_batches, list(callbacks or [])
         self.step, self.history, self.elapsed, self.should_stop = 0, [], 0.0, False
+        self.best = {'step': None, 'val_loss': math.inf, 'model': None}  # the best validation so far (weights with `keep_best`)
         self.grad_norm = torch.tensor(float('nan'))
         self._reset_window()
 
@@ -380,7 +401,7 @@ def state_dict(self: Trainer) -> dict:
     return {'format': 1, 'step': self.step, 'model': self.model.state_dict(), 'optimizer': self.optimizer.state_dict(),
             'scaler': self.scaler.state_dict(), 'data': self.stream.state_dict(), 'ranks': ranks,
             'win_tok': int(self._win_tok), 'elapsed': self.elapsed, 'history': self.history,
-            'config': asdict(self.cfg), 'world_size': self.world_size}
+            'config': asdict(self.cfg), 'world_size': self.world_size, 'best': self.best}
 
 @patch
 def save(self: Trainer, path=None) -> Path:
@@ -396,7 +417,7 @@ def save(self: Trainer, path=None) -> Path:
     if self.world_size > 1: dist.barrier()
     return path
 
-_RESUME_KEYS = ('max_steps', 'batch_size', 'lr', 'weight_decay', 'betas', 'warmup_steps', 'min_lr_ratio', 'grad_clip', 'seed')
+_RESUME_KEYS = ('max_steps', 'batch_size', 'lr', 'weight_decay', 'betas', 'warmup_steps', 'min_lr_ratio', 'schedule', 'decay_frac', 'grad_clip', 'seed')
 
 @patch
 def load(self: Trainer, path):
@@ -410,6 +431,7 @@ def load(self: Trainer, path):
     self.optimizer.load_state_dict(ck['optimizer'])
     if ck['scaler'] and self.scaler.is_enabled(): self.scaler.load_state_dict(ck['scaler'])
     self.step, self.history, self.elapsed = ck['step'], list(ck['history']), ck['elapsed']
+    self.best = ck.get('best', self.best)
     self.stream.load_state_dict(ck['data'])
     self._reset_window(); self._win_tok += ck['win_tok']
     ranks = ck['ranks']
@@ -449,6 +471,20 @@ def _row(self: Trainer, do_eval: bool) -> dict:
     return row
 
 @patch
+def _note_best(self: Trainer, row: dict):
+    "Remember the step (and, with `keep_best`, a CPU copy of the weights) of the lowest validation loss so far."
+    if not row['val_loss'] < self.best['val_loss']: return
+    self.best = {'step': row['step'], 'val_loss': row['val_loss'],
+                 'model': {k: v.detach().to('cpu', copy=True) for k, v in self.model.state_dict().items()} if self.cfg.keep_best else None}
+
+@patch
+def load_best(self: Trainer) -> dict:
+    "Put the best-validation weights back into the model (needs `keep_best` and one evaluation); returns `best` without the weights."
+    if self.best['model'] is None: raise ValueError("Trainer.load_best: no best weights kept (set TrainConfig.keep_best and val_batches)")
+    self.model.load_state_dict(self.best['model'])
+    return {k: v for k, v in self.best.items() if k != 'model'}
+
+@patch
 def fit(self: Trainer, resume=False,  # True: continue from ckpt_dir/last.pt if present; or a checkpoint path
         stop_at: Optional[int] = None,  # stop (and checkpoint) after this many steps; the schedule still uses max_steps
        ) -> list[dict]:
@@ -471,6 +507,7 @@ def fit(self: Trainer, resume=False,  # True: continue from ckpt_dir/last.pt if 
             do_eval = self.val_batches is not None and ((cfg.eval_every and s % cfg.eval_every == 0) or last)
             if do_eval or last or s % cfg.log_every == 0:
                 row = self._row(do_eval)
+                if do_eval: self._note_best(row)
                 self.history.append(row); self._callback('on_row', row)
                 bar.set_postfix({k: f"{row[k]:.4g}" for k in ('train_loss', 'val_loss', 'lr') if row[k] is not None}, refresh=False)
             bar.update(1)
