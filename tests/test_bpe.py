@@ -176,3 +176,16 @@ def test_a_damaged_tokenizer_file_is_named_and_a_damaged_cache_relearned(views, 
     path.write_text(good.replace('"tokenization": "REMI"', '"tokenization": "os"'))
     with pytest.raises(ValueError, match=f"{path}: not a saved MidiTok tokenizer \\(its 'tokenization' is 'os'\\)"): load_tokenizer(path)
     assert not list(tmp_path.rglob("*.tmp.json"))
+
+
+def test_tracks_kept_apart_let_merges_cross_them(hands, tmp_path):
+    "Piano recordings with both hands on program 0: merged, no BPE token can span the hands; kept apart (the default), some do."
+    for p in sorted(hands.rglob("*.mid"))[:12]: shutil.copy(p, tmp_path / p.name)
+    spec = spec_for(f"folder:{tmp_path}", velocities=False)
+    share = {}
+    for mode in ("merge", "separate"):
+        man = load_corpus(f"folder:{tmp_path}", progress=False, n_jobs=2, same_program=mode)
+        mt = merge_table(train_bpe(spec, view_words(man, spec.build(), n_jobs=2), 2000, cache=False))
+        share[mode] = mt.cross_track.mean()
+        for t in mt.tokens[mt.cross_track]: assert {"Program_0", "Program_1"} <= set(t.split()), t   # a token spanning both hands
+    assert share["merge"] == 0 and share["separate"] > 0.02, share
