@@ -19,8 +19,8 @@ from .data import merge_to_piano
 from .tokenizer import TokenizerSpec, token_parts
 
 # %% auto #0
-__all__ = ['HELDOUT', 'bar_words', 'view_words', 'train_ids_hash', 'bpe_cache_path', 'load_tokenizer', 'train_bpe',
-           'encode_words', 'encode_view', 'merge_table', 'compression_stats']
+__all__ = ['HELDOUT', 'bar_words', 'view_words', 'train_ids_hash', 'train_words_hash', 'bpe_cache_path', 'load_tokenizer',
+           'train_bpe', 'encode_words', 'encode_view', 'merge_table', 'compression_stats']
 
 # %% ../nbs/03_bpe.ipynb #54bef332
 HELDOUT = ("valid", "test")   # the splits that BPE and the model never learn from
@@ -61,26 +61,43 @@ def train_ids_hash(piece_ids, # ids of the pieces BPE is learned from
     "A short stable hash of a set of piece ids (order does not matter)."
     return hashlib.sha1("\n".join(sorted(map(str, piece_ids))).encode()).hexdigest()[:12]
 
+def train_words_hash(train:pd.DataFrame, # the train rows of `view_words` (piece_id and words)
+                    ) -> str:
+    "A short stable hash of what BPE learns from: each train piece's id and bar words (the order of the rows does not matter)."
+    if not {"piece_id", "words"} <= set(getattr(train, "columns", ())):
+        raise TypeError("the train rows of `view_words` (piece_id and words) are needed: the cache key follows their content")
+    h = hashlib.sha1()
+    for pid, w in sorted(zip(map(str, train.piece_id), train.words), key=lambda r: r[0]):
+        h.update(json.dumps([pid, list(w)]).encode() + b"\n")
+    return h.hexdigest()[:12]
+
 def _spec_key(spec:TokenizerSpec) -> str:
     return hashlib.sha1(f"{sorted(asdict(spec).items())}|miditok {version('miditok')}".encode()).hexdigest()[:8]
 
 def bpe_cache_path(view:str, # corpus name, e.g. 'music21-piano'
                    spec:TokenizerSpec, # the base tokenizer's spec
                    vocab_size:int, # requested vocabulary size
-                   train_ids, # ids of the pieces BPE is learned from
+                   train:pd.DataFrame, # the train rows of `view_words` BPE is learned from (their ids and words make the key)
                    root=None, # cache folder; default `data/cache/bpe`
                   ) -> Path:
-    "Where the BPE tokenizer of a view, base spec, training set and requested size is cached."
+    "Where the BPE tokenizer of a view, base spec, training music and requested size is cached."
     root = Path(root) if root else cache_dir()/"bpe"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in view) or "_"
-    return root/safe/f"{spec.kind}-{_spec_key(spec)}-{train_ids_hash(train_ids)}"/f"vocab{int(vocab_size)}.json"
+    return root/safe/f"{spec.kind}-{_spec_key(spec)}-{train_words_hash(train)}"/f"vocab{int(vocab_size)}.json"
 
 def load_tokenizer(path, # a JSON file written by `tok.save`
                   ):
-    "The MidiTok tokenizer saved at `path`."
+    "The MidiTok tokenizer saved at `path`; every error names the file."
     p = Path(path)
     if not p.is_file(): raise FileNotFoundError(f"{p}: no saved tokenizer here")
-    return getattr(miditok, json.loads(p.read_text())["tokenization"])(params=p)
+    try: params = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e: raise ValueError(f"{p}: not a saved tokenizer, the file is not valid JSON ({e})") from None
+    kind = params.get("tokenization") if isinstance(params, dict) else None
+    cls = getattr(miditok, kind, None) if isinstance(kind, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, miditok.MusicTokenizer)):
+        raise ValueError(f"{p}: not a saved MidiTok tokenizer (its 'tokenization' is {kind!r})")
+    try: return cls(params=p)
+    except Exception as e: raise ValueError(f"{p}: MidiTok cannot rebuild the {kind} tokenizer saved here ({type(e).__name__}: {e})") from None
 
 @contextlib.contextmanager
 def _quiet_fds(fds=(1, 2)):
@@ -105,10 +122,14 @@ def train_bpe(spec:TokenizerSpec, # base tokenizer (REMI in the study)
     if vocab_size <= len(tok): return tok
     train = words[(words.split == "train") & (words.error == "")]
     if not len(train): raise ValueError(f"view {view!r}: no train pieces to learn BPE from (splits: {sorted(set(words.split))})")
-    path = None if cache is False else bpe_cache_path(view, spec, vocab_size, train.piece_id, None if cache is True else cache)
-    if path is not None and path.is_file(): return load_tokenizer(path)
+    path = None if cache is False else bpe_cache_path(view, spec, vocab_size, train, None if cache is True else cache)
+    if path is not None and path.is_file():
+        try: return load_tokenizer(path)
+        except ValueError: pass                                  # a damaged cache file: learn it again
     with _quiet_fds(): tok.train(vocab_size=int(vocab_size), model="BPE", iterator=list(train.words))
-    if path is not None: tok.save(path)
+    if path is not None:
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.json")
+        tok.save(tmp); os.replace(tmp, path)                     # never half a tokenizer under the final name
     return tok
 
 # %% ../nbs/03_bpe.ipynb #b3b3922f

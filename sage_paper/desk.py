@@ -4,7 +4,7 @@
 
 # %% ../nbs/18_desk.ipynb #6e9f4b1c
 from __future__ import annotations
-import csv, html, io, math, os
+import csv, html, io, math, os, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
@@ -19,8 +19,9 @@ from .explore import (Checkpoint, load_checkpoint, list_checkpoints, explorer_to
 from .claims import wilson, listening_csv
 
 # %% auto #0
-__all__ = ['LISTENING_COLUMNS', 'ANSWERS', 'LISTENING_PAIRS', 'continue_bars', 'record_answer', 'sign_test', 'listening_summary',
-           'heldout_prompts', 'listening_test', 'every_tokenizer', 'tokenizer_table', 'merges_used', 'your_piece']
+__all__ = ['LISTENING_COLUMNS', 'ANSWERS', 'LISTENING_PAIRS', 'continue_bars', 'record_answer', 'read_answers', 'sign_test',
+           'listening_summary', 'heldout_prompts', 'listening_test', 'every_tokenizer', 'tokenizer_table',
+           'merges_used', 'your_piece']
 
 # %% ../nbs/18_desk.ipynb #794d90b5
 def continue_bars(ck:Checkpoint, # a checkpoint (`explore.load_checkpoint`)
@@ -53,24 +54,63 @@ def record_answer(path, # the CSV; created with its header if missing or empty
                   system_b:str, # the system played as B
                   answer:str, # 'A', 'B' or 'none' (no preference)
                  )->dict: # the row written
-    "Append one listening-test answer as one CSV row; earlier rows are never touched."
+    "Append one listening-test answer as one CSV row on a line of its own; earlier rows are never touched."
     if answer not in ANSWERS: raise ValueError(f"answer={answer!r}: must be one of {ANSWERS}")
     if system_a == system_b: raise ValueError(f"system_a and system_b are both {system_a!r}: a comparison needs two systems")
+    if any(c in str(v) for v in (prompt_id, system_a, system_b) for c in "\r\n"):
+        raise ValueError("prompt_id and the system names must be one line each (a row is one line of the file)")
     row = dict(time=datetime.now(timezone.utc).isoformat(timespec="seconds"), prompt_id=str(prompt_id), system_a=system_a,
                system_b=system_b, answer=answer, preferred={"A": system_a, "B": system_b, "none": "none"}[answer])
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", newline="") as f:  # "a": every write goes to the end, whatever the position
+    header = ",".join(LISTENING_COLUMNS)
+    with open(path, "a+b") as f:  # "a": every write goes to the end, whatever the position
         try: import fcntl; fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
         except ImportError: pass  # no flock (Windows): appends of one short line are still atomic enough for one listener
         f.seek(0)
-        head = f.readline().strip()
-        if head and head != ",".join(LISTENING_COLUMNS):
-            raise ValueError(f"{path}: not a listening-test CSV (its header is {head[:80]!r}, expected {','.join(LISTENING_COLUMNS)!r})")
+        text = f.read().decode("utf-8-sig", errors="replace")  # a byte-order mark is not part of the header
+        head = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        if head and head != header:
+            raise ValueError(f"{path}: not a listening-test CSV (its header is {ascii(head[:80])}, expected {ascii(header)})")
         buf = io.StringIO(); w = csv.DictWriter(buf, LISTENING_COLUMNS, lineterminator="\n")
         if not head: w.writeheader()
         w.writerow(row)
-        f.write(buf.getvalue()); f.flush()  # the header (first time) and the row in one write
+        lead = "\n" if text and not text.endswith(("\n", "\r")) else ""  # the last line was left open: start a new one
+        f.write((lead + buf.getvalue()).encode("utf-8")); f.flush()  # the header (first time) and the row in one write
     return row
+
+def _row_problem(fields:list) -> str:
+    "Why a row of the answers file cannot be counted ('' if it can)."
+    if len(fields) != len(LISTENING_COLUMNS):
+        return f"{len(fields)} fields, a row has {len(LISTENING_COLUMNS)}" + (" (two answers on one line?)" if len(fields) > len(LISTENING_COLUMNS) else "")
+    r = dict(zip(LISTENING_COLUMNS, fields))
+    if r["answer"] not in ANSWERS: return f"answer {r['answer']!r} is not one of {', '.join(ANSWERS)}"
+    if not r["system_a"] or r["system_a"] == r["system_b"]: return "it does not name two different systems"
+    want = {"A": r["system_a"], "B": r["system_b"], "none": "none"}[r["answer"]]
+    if r["preferred"] != want: return f"preferred {r['preferred']!r} contradicts answer {r['answer']!r} (which means {want!r})"
+    return ""
+
+def read_answers(path, # the answers CSV (`record_answer`)
+                )->pd.DataFrame: # LISTENING_COLUMNS, as strings
+    "The answers of a listening-test CSV, read line by line: a malformed row is left out and listed in `.attrs['malformed']` (line, text, why), never fatal."
+    path = Path(path)
+    rows, bad = [], []
+    text = path.read_bytes().decode("utf-8-sig", errors="replace") if path.is_file() else ""
+    lines = iter(enumerate(text.splitlines(), 1))
+    for _, line in lines:   # the header: the first line that is not blank
+        if not line.strip(): continue
+        if line.strip() != ",".join(LISTENING_COLUMNS):
+            raise ValueError(f"{path}: not a listening-test CSV (its header is {ascii(line.strip()[:80])}, expected {ascii(','.join(LISTENING_COLUMNS))})")
+        break
+    for no, line in lines:
+        if not line.strip(): continue
+        fields = next(csv.reader([line]))
+        why = _row_problem(fields)
+        if why: bad.append(dict(line=no, text=line[:200], why=why))
+        else: rows.append(fields)
+    out = pd.DataFrame(rows, columns=list(LISTENING_COLUMNS), dtype=str)
+    out.attrs["malformed"] = bad
+    return out
+
 
 # %% ../nbs/18_desk.ipynb #a450f5a8
 def sign_test(k:int, # answers preferring one system
@@ -84,9 +124,12 @@ def sign_test(k:int, # answers preferring one system
 def listening_summary(path=None, # the answers CSV; None: `listening_csv()`
                       pairs=LISTENING_PAIRS, # (reference, challenger) pairs, in this order; pairs found only in the file follow
                      )->pd.DataFrame:
-    "Per pair of systems: answers, ties, decided answers, the share preferring the challenger with its Wilson 95% CI, and the sign test's p-value."
+    "Per pair of systems: answers, ties, decided answers, the share preferring the challenger with its Wilson 95% CI, and the sign test's p-value; malformed rows are left out, warned about and listed in `.attrs['malformed']`."
     path = Path(path) if path is not None else listening_csv()
-    d = pd.read_csv(path, dtype=str) if path.is_file() else pd.DataFrame(columns=LISTENING_COLUMNS)
+    d = read_answers(path)
+    bad = d.attrs["malformed"]
+    if bad: warnings.warn(f"{path}: {len(bad)} malformed row{'s' if len(bad) > 1 else ''} left out (" +
+                          "; ".join(f"line {b['line']}: {b['why']}" for b in bad[:5]) + ("; ..." if len(bad) > 5 else "") + ")", stacklevel=2)
     seen = list(dict.fromkeys(tuple(sorted(p)) for p in zip(d.system_a, d.system_b)))
     pairs = list(pairs) + [p for p in seen if p not in {tuple(sorted(q)) for q in pairs}]
     rows = []
@@ -96,7 +139,9 @@ def listening_summary(path=None, # the answers CSV; None: `listening_csv()`
         share, lo, hi = wilson(k, n)
         rows.append(dict(reference=ref, challenger=ch, answers=len(sel), no_preference=int(sel.preferred.eq("none").sum()), decided=n,
                          prefer_challenger=k, share=share, ci_low=lo, ci_high=hi, sign_test_p=sign_test(k, n)))
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["malformed"] = bad
+    return out
 
 # %% ../nbs/18_desk.ipynb #f54b0f5f
 def heldout_prompts(card:dict, # a checkpoint's card (`Checkpoint.card`)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_explore.ipynb #26d53771
 from __future__ import annotations
-import copy, html, io, json, os
+import copy, html, io, json, os, re
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -444,15 +444,29 @@ def save_checkpoint(model:MusicTransformer, # a trained decoder
     (folder / 'card.json').write_text(json.dumps({**card, 'model_config': asdict(model.cfg)}, indent=1, default=str) + '\n')
     return folder
 
+def _read_card(folder:Path)->dict:
+    "The card.json of a checkpoint folder; errors name the folder and the file."
+    try: card = json.loads((folder / 'card.json').read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, ValueError) as e: raise ValueError(f"checkpoint {folder}: card.json is not valid JSON ({e})") from None
+    if not isinstance(card, dict) or not card.get('name'): raise ValueError(f"checkpoint {folder}: card.json names no checkpoint (no `name`)")
+    return card
+
 def _checkpoint_folders(root)->dict:
     "name -> folder of every checkpoint (a folder with card.json) under `root`, in the order of the cards' `position`."
-    cards = [(json.loads((d / 'card.json').read_text()), d) for d in sorted(Path(root).glob('*/')) if (d / 'card.json').is_file()]
+    cards = [(_read_card(d), d) for d in sorted(Path(root).glob('*/')) if (d / 'card.json').is_file()]
     return {c['name']: d for c, d in sorted(cards, key=lambda cd: cd[0].get('position', 1000))}
+
+def _refusal(e:Exception)->str:
+    "Why torch refused a weights file, in a few words, without its advice to load the file unsafely."
+    m = re.search(r"(?i)unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", str(e))
+    if m: return f"it refers to {m[1]}, which is code, not weights"
+    first = (str(e).strip().splitlines() or [""])[0]
+    return type(e).__name__ if not first or 'weights_only' in str(e) else f"{type(e).__name__}: {first[:200]}"
 
 def load_checkpoint(name, # a checkpoint's name (card), its folder's name under `root`, or a folder path
                     root=None, # where named checkpoints live; None: `checkpoint_dir()`
                    )->Checkpoint:
-    "A saved decoder on the CPU in eval mode, with its tokenizer and card; FileNotFoundError naming what exists."
+    "A saved decoder on the CPU in eval mode, with its tokenizer and card; FileNotFoundError naming what exists, and every other error naming the folder and the file."
     p = Path(name)
     if not (p / 'card.json').is_file():
         root = Path(root) if root is not None else checkpoint_dir()
@@ -461,13 +475,25 @@ def load_checkpoint(name, # a checkpoint's name (card), its folder's name under 
         if not (p / 'card.json').is_file():
             raise FileNotFoundError(f"no checkpoint {str(name)!r} in {root} (have: {', '.join(found) or 'none'}; "
                                     f"nbs/experiments/e06_checkpoints.ipynb trains them)")
-    card = json.loads((p / 'card.json').read_text())
-    model = MusicTransformer(ModelConfig(**card['model_config']))
-    model.load_state_dict(torch.load(p / 'model.pt', map_location='cpu', weights_only=True))  # float16 -> the model's float32
-    tok = load_tokenizer(p / 'tokenizer.json')
+    card = _read_card(p)
+    if not isinstance(card.get('model_config'), dict): raise ValueError(f"checkpoint {p}: card.json has no `model_config` (save_checkpoint writes it)")
+    try: model = MusicTransformer(ModelConfig(**card['model_config']))
+    except (TypeError, ValueError) as e: raise ValueError(f"checkpoint {p}: card.json's model_config does not describe a model ({e})") from None
+    for f in ('model.pt', 'tokenizer.json'):
+        if not (p / f).is_file(): raise FileNotFoundError(f"checkpoint {p}: {f} is missing")
+    try: state = torch.load(p / 'model.pt', map_location='cpu', weights_only=True)  # tensors only: nothing in the file is run
+    except Exception as e:
+        raise ValueError(f"checkpoint {p}: model.pt was not loaded: {_refusal(e)}. A checkpoint's model.pt holds tensors only; "
+                         "put back the one save_checkpoint wrote, or train the checkpoint again") from None
+    try: model.load_state_dict(state)  # float16 -> the model's float32
+    except Exception as e:
+        why = ' '.join(str(e).split())[:300]
+        raise ValueError(f"checkpoint {p}: model.pt does not fit the model that card.json describes ({why})") from None
+    try: tok = load_tokenizer(p / 'tokenizer.json')
+    except ValueError as e: raise ValueError(f"checkpoint {p}: tokenizer.json: {str(e).removeprefix(str(p / 'tokenizer.json') + ': ')}") from None
     want = [len(v) for v in tok.vocab] if tok.is_multi_voc else len(tok)
     have = list(model.cfg.field_vocab_sizes) if model.cfg.pooled else model.cfg.vocab_size
-    if want != have: raise ValueError(f"checkpoint {str(p)!r}: the model's vocabulary {have} does not match its tokenizer's {want}")
+    if want != have: raise ValueError(f"checkpoint {p}: the model's vocabulary {have} (card.json, model.pt) does not match tokenizer.json's {want}")
     return Checkpoint(card['name'], model.eval(), tok, card)
 
 def list_checkpoints(root=None, # None: `checkpoint_dir()`
@@ -475,7 +501,7 @@ def list_checkpoints(root=None, # None: `checkpoint_dir()`
     "One row per saved checkpoint: name, folder, tokenizer, attention, parameters, steps, held-out bits per note and NMSI (trained, untrained)."
     root = Path(root) if root is not None else checkpoint_dir()
     cols = ['name', 'folder', 'tokenizer', 'attention', 'params', 'steps', 'bits_per_note', 'untrained_bits_per_note', 'nmsi', 'untrained_nmsi']
-    cards = [{**json.loads((d / 'card.json').read_text()), 'folder': d.name} for d in _checkpoint_folders(root).values()] if root.is_dir() else []
+    cards = [{**_read_card(d), 'folder': d.name} for d in _checkpoint_folders(root).values()] if root.is_dir() else []
     return pd.DataFrame([{k: c.get(k) for k in cols} for c in cards], columns=cols)
 
 # %% ../nbs/12_explore.ipynb #258fef25

@@ -1,5 +1,6 @@
 "BPE: per-bar words, training and caching, encoding, merge statistics and compression on real pieces (the model's half is in test_evaluate / test_bpe_study)."
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from sage_paper.bpe import (bar_words, bpe_cache_path, compression_stats, encode_view, encode_words, load_tokenizer, merge_table,
                             train_bpe, view_words)
-from sage_paper.data import embedded_piano, read_midi
+from sage_paper.data import embedded_piano, load_corpus, read_midi
 from sage_paper.tokenizer import decode, encode, round_trip_errors, spec_for, tokens_per_note
 
 
@@ -59,15 +60,18 @@ def test_train_bpe_matches_miditok_and_encodes_like_it(views, tmp_path):
 def test_cache_round_trip_and_keys(views, tmp_path):
     spec, man, words = views["music21-piano"]
     tok = train_bpe(spec, words, 600, view="music21-piano", cache=tmp_path)
-    path = bpe_cache_path("music21-piano", spec, 600, words.piece_id[words.split == "train"], tmp_path)
+    train = words[words.split == "train"]
+    path = bpe_cache_path("music21-piano", spec, 600, train, tmp_path)
     assert path.is_file()
     mtime = path.stat().st_mtime_ns
     again = train_bpe(spec, words, 600, view="music21-piano", cache=tmp_path)
     assert again.vocab_model == tok.vocab_model and path.stat().st_mtime_ns == mtime   # loaded, not retrained
     assert load_tokenizer(path).vocab_model == tok.vocab_model
-    other = bpe_cache_path("music21-piano", spec, 600, list(words.piece_id[words.split == "train"])[:-1], tmp_path)
+    other = bpe_cache_path("music21-piano", spec, 600, train.iloc[:-1], tmp_path)
     assert other != path                                                           # another train set, another key
-    assert bpe_cache_path("music21-multitrack", spec_for("music21-multitrack"), 600, ["a"], tmp_path) != path
+    assert bpe_cache_path("music21-multitrack", spec_for("music21-multitrack"), 600, train, tmp_path) != path
+    assert bpe_cache_path("music21-piano", spec, 600, train.iloc[::-1], tmp_path) == path   # the rows' order does not matter
+    with pytest.raises(TypeError, match="piece_id and words"): bpe_cache_path("music21-piano", spec, 600, ["a"], tmp_path)
     assert not list(tmp_path.rglob("vocab0.json"))
     assert len(train_bpe(spec, words, 0, cache=tmp_path)) == len(spec.build())        # base size: no BPE, no file
 
@@ -127,3 +131,61 @@ def test_error_paths(views):
     with pytest.raises(ValueError, match="need train and held-out"): compression_stats(spec.build(), words[words.split == "train"])
 
 
+
+
+def _fill(folder, songs):
+    "`folder` emptied, then holding `songs` under the names piece0.mid, piece1.mid, ..."
+    shutil.rmtree(folder, ignore_errors=True); folder.mkdir()
+    for i, p in enumerate(songs): shutil.copy(p, folder / f"piece{i}.mid")
+
+
+def test_a_refilled_folder_gets_a_new_tokenizer(embedded, tmp_path):
+    "Other songs under the same names: the cache key follows the music, so BPE is learned again; the same songs reuse it."
+    songs, d, cache = sorted((embedded / "MIDIs_multitrack").glob("*.mid")), tmp_path / "songs", tmp_path / "bpe"
+    view = f"folder:{d}"
+    spec = spec_for(view)
+
+    def learn():
+        man = load_corpus(view, progress=False, n_jobs=2, report=False)
+        words = view_words(man, spec.build())
+        return words, train_bpe(spec, words, 800, view=view, cache=cache)
+
+    _fill(d, songs[:6])
+    w1, t1 = learn()
+    (f1,) = cache.rglob("vocab800.json")
+    mtime = f1.stat().st_mtime_ns
+    assert learn()[1].vocab_model == t1.vocab_model and f1.stat().st_mtime_ns == mtime        # the same songs: read from the cache
+    _fill(d, songs[6:])
+    w2, t2 = learn()
+    assert list(w2.piece_id) == list(w1.piece_id) and list(w2.split) == list(w1.split)     # the same names and splits
+    assert len(list(cache.rglob("vocab800.json"))) == 2 and t2.vocab_model != t1.vocab_model
+    assert t2.vocab_model == train_bpe(spec, w2, 800, cache=False).vocab_model               # what these songs give, learned afresh
+    _fill(d, songs[:6])
+    assert learn()[1].vocab_model == t1.vocab_model and f1.stat().st_mtime_ns == mtime        # back to the first songs: their tokenizer
+
+
+def test_a_damaged_tokenizer_file_is_named_and_a_damaged_cache_relearned(views, tmp_path):
+    spec, man, words = views["music21-piano"]
+    tok = train_bpe(spec, words, 600, view="music21-piano", cache=tmp_path)
+    path = bpe_cache_path("music21-piano", spec, 600, words[words.split == "train"], tmp_path)
+    good = path.read_text()
+    path.write_text(good[:len(good) // 2])                                       # half a file
+    with pytest.raises(ValueError, match=f"{path}: not a saved tokenizer, the file is not valid JSON"): load_tokenizer(path)
+    assert train_bpe(spec, words, 600, view="music21-piano", cache=tmp_path).vocab_model == tok.vocab_model
+    assert path.read_text() == good                                              # learned again and written whole
+    path.write_text(good.replace('"tokenization": "REMI"', '"tokenization": "os"'))
+    with pytest.raises(ValueError, match=f"{path}: not a saved MidiTok tokenizer \\(its 'tokenization' is 'os'\\)"): load_tokenizer(path)
+    assert not list(tmp_path.rglob("*.tmp.json"))
+
+
+def test_tracks_kept_apart_let_merges_cross_them(hands, tmp_path):
+    "Piano recordings with both hands on program 0: merged, no BPE token can span the hands; kept apart (the default), some do."
+    for p in sorted(hands.rglob("*.mid"))[:12]: shutil.copy(p, tmp_path / p.name)
+    spec = spec_for(f"folder:{tmp_path}", velocities=False)
+    share = {}
+    for mode in ("merge", "separate"):
+        man = load_corpus(f"folder:{tmp_path}", progress=False, n_jobs=2, same_program=mode)
+        mt = merge_table(train_bpe(spec, view_words(man, spec.build(), n_jobs=2), 2000, cache=False))
+        share[mode] = mt.cross_track.mean()
+        for t in mt.tokens[mt.cross_track]: assert {"Program_0", "Program_1"} <= set(t.split()), t   # a token spanning both hands
+    assert share["merge"] == 0 and share["separate"] > 0.02, share

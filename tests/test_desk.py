@@ -11,7 +11,7 @@ from sage_paper.recurrence import bar_lines
 from sage_paper.explore import list_checkpoints, load_checkpoint, token_view
 from sage_paper.listen import engraved_counts
 from sage_paper.desk import (ANSWERS, LISTENING_COLUMNS, continue_bars, every_tokenizer, listening_summary, listening_test,
-                             merges_used, record_answer, sign_test, tokenizer_table, your_piece)
+                             merges_used, read_answers, record_answer, sign_test, tokenizer_table, your_piece)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,75 @@ def test_processes_answering_at_once_never_lose_or_interleave_a_row(tmp_path):
     assert set(d.prompt_id) == {f"w{w}/{i}" for w in range(4) for i in range(40)}
     expect = d.answer.map({"A": "MHA", "B": "AS-KVHS G=2", "none": "none"})
     assert (d.preferred == expect).all()
+
+
+def _answers(path, n=6):
+    "A real answers file: `n` answers recorded by `record_answer`."
+    for i in range(n): record_answer(path, f"bach/{i}", *(("MHA", "AS-KVHS G=2") if i % 2 else ("AS-KVHS G=2", "MHA")), ANSWERS[i % 3])
+    return path.read_bytes()
+
+
+def test_an_answer_after_a_file_saved_without_its_last_newline_starts_a_new_line(tmp_path):
+    p = tmp_path / "a.csv"
+    good = _answers(p)
+    p.write_bytes(good.rstrip(b"\n"))                                 # an editor that drops the final newline
+    record_answer(p, "bach/new", "MHA", "BPE 2k", "A")
+    assert p.read_bytes().startswith(good) and p.read_bytes().count(b"\n") == good.count(b"\n") + 1
+    d = read_answers(p)
+    assert len(d) == 7 and d.attrs["malformed"] == [] and d.prompt_id.iloc[-1] == "bach/new"
+    assert pd.read_csv(p, dtype=str).equals(d)                          # plain pandas reads it too
+
+
+def test_a_half_written_row_is_skipped_and_named_never_fatal(tmp_path):
+    p = tmp_path / "a.csv"
+    good = _answers(p)
+    p.write_bytes(good + b"2026-03-01T10:00:00+00:00,bach/cut,MHA,AS-KV")   # the last row cut short
+    record_answer(p, "bach/after", "MHA", "AS-KVHS G=2", "B")
+    lines = p.read_text().splitlines()
+    assert lines[-2] == "2026-03-01T10:00:00+00:00,bach/cut,MHA,AS-KV" and lines[-1].endswith(",bach/after,MHA,AS-KVHS G=2,B,AS-KVHS G=2")
+    d = read_answers(p)
+    assert len(d) == 7 and d.prompt_id.iloc[-1] == "bach/after"
+    assert d.attrs["malformed"] == [dict(line=8, text="2026-03-01T10:00:00+00:00,bach/cut,MHA,AS-KV", why="4 fields, a row has 6")]
+    with pytest.warns(UserWarning, match=r"a.csv: 1 malformed row left out \(line 8: 4 fields, a row has 6\)"):
+        s = listening_summary(p)
+    assert s.answers.iloc[0] == 7 and s.attrs["malformed"] == d.attrs["malformed"]
+
+
+def test_glued_and_hand_edited_rows_are_skipped_and_the_ledger_agrees(tmp_path):
+    "A file that an older writer glued two answers into, with rows edited by hand: every bad row is named, the rest counted."
+    p = tmp_path / "a.csv"
+    good = _answers(p, 8).decode().splitlines()
+    glued = good[1] + good[2]                                            # two answers on one line
+    edited = [good[3].replace(",none,none", ",maybe,none"), good[4].rsplit(",", 1)[0] + ",BPE 2k", good[5].replace("MHA", "AS-KVHS G=2")]
+    p.write_text("\n".join([good[0], *edited, "", good[6], glued, good[7]]) + "\n")
+    with pytest.raises(pd.errors.ParserError): pd.read_csv(p, dtype=str)   # what the summary used to do
+    d = read_answers(p)
+    assert d.prompt_id.tolist() == ["bach/5", "bach/6"]
+    assert [(b["line"], b["why"]) for b in d.attrs["malformed"]] == [
+        (2, "answer 'maybe' is not one of A, B, none"), (3, "preferred 'BPE 2k' contradicts answer 'A' (which means 'MHA')"),
+        (4, "it does not name two different systems"), (7, "11 fields, a row has 6 (two answers on one line?)")]
+    with pytest.warns(UserWarning, match="4 malformed rows left out"):
+        s = listening_summary(p)
+    r = s.iloc[0]
+    ledger = next(x for x in askvhs_claims({"listening_test": d}) if x["claim_id"] == "S-subjective")
+    assert (r.answers, r.decided, r.prefer_challenger) == (2, 1, 1) and (ledger["our_value"], ledger["ci_low"], ledger["ci_high"]) == pytest.approx((r.share, r.ci_low, r.ci_high))
+
+
+def test_a_byte_order_mark_is_accepted_and_a_wrong_header_shown_plainly(tmp_path):
+    p = tmp_path / "excel.csv"
+    good = _answers(p)
+    p.write_bytes(b"\xef\xbb\xbf" + good.replace(b"\n", b"\r\n"))        # a spreadsheet's UTF-8 export: BOM and CRLF
+    record_answer(p, "bach/new", "MHA", "BPE 2k", "none")
+    d = read_answers(p)
+    assert len(d) == 7 and d.attrs["malformed"] == [] and d.preferred.iloc[-1] == "none"
+    assert listening_summary(p).answers.sum() == 7
+    only_bom = tmp_path / "new.csv"; only_bom.write_bytes(b"\xef\xbb\xbf")   # a file saved empty
+    record_answer(only_bom, "x", "MHA", "BPE 2k", "A")
+    assert only_bom.read_text(encoding="utf-8-sig").splitlines()[0] == ",".join(LISTENING_COLUMNS) and len(read_answers(only_bom)) == 1
+    nbsp = tmp_path / "nbsp.csv"; nbsp.write_text(",".join(LISTENING_COLUMNS).replace("time", "time\u00a0") + "\n")
+    with pytest.raises(ValueError, match=r"its header is 'time\\xa0,prompt_id"): record_answer(nbsp, "x", "MHA", "BPE 2k", "A")
+    with pytest.raises(ValueError, match=r"not a listening-test CSV"): read_answers(nbsp)
+    with pytest.raises(ValueError, match="one line each"): record_answer(p, "bach/a\nb", "MHA", "BPE 2k", "A")
 
 
 # ---- statistics ----

@@ -1,5 +1,9 @@
 "Tests of sage_paper.explore: head sharing and cache bytes against the attention module, horizons against recurrence, BPE token views of a real chorale, and the widget builders headless."
 
+import os
+import re
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -308,3 +312,71 @@ def test_playground_gives_each_checkpoint_its_own_tokenizer_and_context(chorales
     assert pg.outputs['info'].value.startswith('BPE 2k: prompt') and pg.state['ids'].max() >= len(bpe.tok._vocab_base)  # learned tokens
     one = playground(mha, pieces=man, prompt_tokens=20, max_new_tokens=10, engrave=False)   # a Checkpoint alone
     assert one.controls['model'].options == ('model',) and one.models['model'][1] is mha.tok
+
+
+# ---- checkpoints that were damaged or tampered with ----
+
+class _Touch:
+    "Unpickling this would create a file: proof that a tampered model.pt was run."
+    def __init__(self, path): self.path = str(path)
+    def __reduce__(self): return (os.system, (f"touch '{self.path}'",))
+
+
+@pytest.fixture()
+def ckpt(tmp_path):
+    "A copy of the committed MHA checkpoint, and the BPE one (a different vocabulary), to damage."
+    from sage_paper.explore import checkpoint_dir
+    for f in ('mha', 'bpe-2k'): shutil.copytree(checkpoint_dir() / f, tmp_path / f)
+    return tmp_path / 'mha'
+
+
+def _refused(folder, *, like, exc=ValueError):
+    "load_checkpoint's error for `folder`: it names the folder, matches `like`, and never suggests unsafe loading."
+    from sage_paper.explore import load_checkpoint
+    with pytest.raises(exc) as e: load_checkpoint(folder)
+    msg = str(e.value)
+    assert msg.startswith(f"checkpoint {folder}: ") and re.search(like, msg), msg
+    assert 'weights_only' not in msg and 'trusted source' not in msg, msg        # torch's advice is not passed on,
+    assert e.value.__context__ is None or e.value.__suppress_context__, msg      # nor shown in the traceback
+    return msg
+
+
+def test_a_tampered_model_pt_is_refused_never_run(ckpt, tmp_path):
+    from sage_paper.explore import load_checkpoint
+    assert load_checkpoint(ckpt).name == 'MHA'                                   # the copy itself loads
+    proof = tmp_path / 'ran'
+    state = torch.load(ckpt / 'model.pt', weights_only=True)
+    torch.save({**state, 'extra': _Touch(proof)}, ckpt / 'model.pt')            # real weights, plus code to run
+    _refused(ckpt, like=r"model\.pt was not loaded: it refers to (posix|nt|os)\.system, which is code, not weights")
+    assert not proof.exists()
+
+
+def test_a_damaged_or_foreign_model_pt_names_the_folder(ckpt, tmp_path):
+    weights = (ckpt / 'model.pt').read_bytes()
+    (ckpt / 'model.pt').write_bytes(weights[:len(weights) // 2])                 # cut short in a copy
+    _refused(ckpt, like=r"model\.pt was not loaded: RuntimeError: PytorchStreamReader failed")
+    (ckpt / 'model.pt').write_bytes(b"not weights at all\n" * 10)
+    _refused(ckpt, like=r"model\.pt was not loaded: UnpicklingError\. A checkpoint's model\.pt holds tensors only")
+    shutil.copy(tmp_path / 'bpe-2k' / 'model.pt', ckpt / 'model.pt')            # another checkpoint's weights
+    _refused(ckpt, like=r"model\.pt does not fit the model that card\.json describes \(Error\(s\) in loading state_dict .*size mismatch")
+    (ckpt / 'model.pt').unlink()
+    _refused(ckpt, like=r"model\.pt is missing", exc=FileNotFoundError)
+
+
+def test_a_wrong_card_or_tokenizer_names_the_folder_and_the_file(ckpt, tmp_path):
+    import json
+    from sage_paper.explore import list_checkpoints
+    card = json.loads((ckpt / 'card.json').read_text())
+    (ckpt / 'card.json').write_text(json.dumps(card)[:-40])
+    _refused(ckpt, like=r"card\.json is not valid JSON")
+    with pytest.raises(ValueError, match=f"checkpoint {ckpt}: card.json is not valid JSON"): list_checkpoints(tmp_path)   # the listing too
+    (ckpt / 'card.json').write_text(json.dumps({**card, 'model_config': {**card['model_config'], 'n_heads': 8}}))
+    _refused(ckpt, like=r"card\.json's model_config does not describe a model \(.*n_heads")
+    (ckpt / 'card.json').write_text(json.dumps({k: v for k, v in card.items() if k != 'model_config'}))
+    _refused(ckpt, like=r"card\.json has no `model_config`")
+    (ckpt / 'card.json').write_text(json.dumps(card))
+    tok = (ckpt / 'tokenizer.json').read_text()
+    (ckpt / 'tokenizer.json').write_text(tok[:len(tok) // 2])
+    _refused(ckpt, like=r"^checkpoint \S+: tokenizer\.json: not a saved tokenizer, the file is not valid JSON")
+    shutil.copy(tmp_path / 'bpe-2k' / 'tokenizer.json', ckpt / 'tokenizer.json')   # another checkpoint's tokenizer
+    _refused(ckpt, like=r"the model's vocabulary 381 \(card\.json, model\.pt\) does not match tokenizer\.json's \d+")
