@@ -129,10 +129,14 @@ class RecurrentLM(nn.Module):
     def __init__(self,
                  model:MusicTransformer, # the decoder; segments must fit its max_seq_len
                  mem:MemoryConfig, # the schedule of the memory
+                 freeze_codec:bool=True, # low-rank codes (kv_rank): keep every layer's codec fixed, so a stored code decodes as when it was written
                 ):
         super().__init__()
         self.model, self.mem = model, mem
         self.horizons = mem.horizons_for(model.cfg.n_layer)
+        if freeze_codec:
+            for blk in model.blocks:
+                if blk.attn.codec is not None: blk.attn.codec.requires_grad_(False)  # the optimizer skips it: no drift under stored codes
 
     def empty_state(self,
                     batch:int, # streams

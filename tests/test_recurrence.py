@@ -231,15 +231,42 @@ def test_measured_state_bytes_equal_the_accounting(name):
     assert memory_bytes(cfg, mc, torch.bfloat16) * 2 == memory_bytes(cfg, mc)
 
 
-def test_gradients_stay_inside_the_segment():
+@pytest.mark.parametrize('freeze', [True, False], ids=['frozen-codec', 'trainable-codec'])
+def test_gradients_stay_inside_the_segment(freeze):
     _, seg = pair(kv_rank=16)
-    rlm = RecurrentLM(seg, MemoryConfig('full', 16)).train()
+    rlm = RecurrentLM(seg, MemoryConfig('full', 16), freeze_codec=freeze).train()
     tok, _ = data(T=24)
     st = None
     for s in range(0, 24, 8):  # a backward per segment: the memory holds no graph of earlier segments
         lo, st = rlm(tok[:, s:s + 8], state=st)
         F.cross_entropy(lo.flatten(0, 1), tok[:, s:s + 8].flatten()).backward()
-    assert all(p.grad is not None for b in rlm.model.blocks for p in b.attn.codec.parameters())  # the codec learns through the block's own keys
+    codec = [p for b in rlm.model.blocks for p in b.attn.codec.parameters()]
+    assert all(p.requires_grad != freeze and (p.grad is None) == freeze for p in codec)  # frozen: no gradient; else it learns through the block's own keys
+    assert all(b.attn.qkv.weight.grad is not None and b.attn.qkv.weight.grad.abs().sum() > 0 for b in rlm.model.blocks)  # the projections before it learn
+
+
+@pytest.mark.parametrize('freeze', [True, False], ids=['frozen-codec', 'trainable-codec'])
+def test_stored_codes_decode_as_when_written(freeze):
+    "A code written into the memory, read back after several optimizer steps: the frozen codec expands it to the same keys and values."
+    torch.manual_seed(0)
+    m = MusicTransformer(ModelConfig(16, d_model=32, n_head=4, n_layer=2, max_seq_len=8, kv_rank=8, attention='gqa', n_kv_head=2))
+    rlm = RecurrentLM(m, MemoryConfig('full', 16), freeze_codec=freeze)
+    G, before = m.cfg.n_kv_head, {k: v.clone() for k, v in m.state_dict().items()}
+    with torch.no_grad():
+        _, st = rlm(copy_task_pieces(2, length=8, seed=5)[0][None])
+        written = [b.attn.codec.decode(k, v, G) for b, k, v in zip(m.blocks, st.k, st.v)]
+    cfg = TrainConfig(max_steps=6, batch_size=4, lr=1e-2, warmup_steps=1, weight_decay=0.1, eval_every=0, log_every=6, device='cpu', progress=False)
+    Trainer(rlm, PieceStreams(copy_task_pieces(16, seed=1), 4, 8).batch_at, cfg, loss_fn=StreamLoss()).fit()
+    changed = {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
+    with torch.no_grad(): read = [b.attn.codec.decode(k, v, G) for b, k, v in zip(m.blocks, st.k, st.v)]
+    codec_keys = {k for k in before if '.codec.' in k}
+    assert 'blocks.0.attn.qkv.weight' in changed and len(codec_keys) == 8  # the model trained; 2 layers x 4 codec matrices
+    if freeze:
+        assert not changed & codec_keys  # neither the optimizer nor weight decay touched the codec
+        for (k0, v0), (k1, v1) in zip(written, read): assert torch.equal(k0, k1) and torch.equal(v0, v1)
+    else:
+        assert codec_keys <= changed
+        assert max(float((k0 - k1).abs().max()) for (k0, _), (k1, _) in zip(written, read)) > 1e-3  # the basis drifted under the stored code
 
 
 # ---------------------------------------------------------------- streams, loss, trainer
