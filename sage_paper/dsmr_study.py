@@ -4,30 +4,64 @@
 
 # %% ../nbs/16_dsmr_study.ipynb #7f4587fa
 from __future__ import annotations
-import json, math, sys, time
-from dataclasses import asdict
+import ctypes, gc, json, math, sys, time
+from dataclasses import asdict, replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 from .model import ModelConfig, MusicTransformer
-from .train import Trainer, TrainConfig, seed_everything, resolve_amp
+from .train import Trainer, TrainConfig, seed_everything, resolve_amp, stable_phase
 from .recurrence import MemoryConfig, RecurrentLM, PieceStreams, StreamLoss, context_utilization
-from .evaluate import PeakMemory, StepClock, repeat_losses
+from .evaluate import PeakMemory, StepClock, repeat_losses, convergence
 
 # %% auto #0
-__all__ = ['run_variant', 'main', 'split_bars', 'control_pieces', 'scale_features', 'fit_cost_model', 'predict_cost']
+__all__ = ['release_memory', 'long_windows', 'run_variant', 'main', 'split_bars', 'control_pieces', 'scale_features',
+           'fit_cost_model', 'predict_cost']
 
 # %% ../nbs/16_dsmr_study.ipynb #6b6a5801
-def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, batch, val_batch, seg_len, distances, ...
+def release_memory():
+    "Hand freed memory back before a measurement: Python's garbage, glibc's free heap pages, CUDA's cache."
+    gc.collect()
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
+    try: ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError): pass  # not glibc: the measurement keeps whatever the allocator holds
+
+def long_windows(model:MusicTransformer, # the decoder, trained in place
+                 pieces:list, # training pieces (token ids)
+                 phase:dict, # seg_len (the window, at least the long window W), steps, batch; cache: a file for the weights (optional)
+                 tcfg:TrainConfig, # the recurrent phase's config: lr, warm-up, schedule, weight decay, seed, device, evaluation
+                 attr_table=None, # attribute id per token id (AS-KVHS)
+                 valid:list|None=None, # held-out pieces: a learning curve on the same windows
+                 val_batch:int=4, # streams of that curve
+                )->list: # history rows of the phase (read from the cache when it was there)
+    "The first phase: the decoder alone (no memory) on windows of `phase['seg_len']` tokens, so that what it must copy lies inside its window."
+    T1, S1, B1, cache = phase['seg_len'], phase['steps'], phase['batch'], phase.get('cache')
+    if T1 > model.cfg.max_seq_len: raise ValueError(f"phase seg_len={T1} exceeds the decoder's max_seq_len={model.cfg.max_seq_len}")
+    if cache and Path(cache).is_file():  # the same decoder, data, seed and phase: the same weights (every schedule of a seed shares them)
+        ck = torch.load(cache, map_location='cpu', weights_only=False)
+        model.load_state_dict(ck['model'])
+        return ck['history']
+    alone = RecurrentLM(model, MemoryConfig('full', 0))  # horizon 0: every window on its own
+    cfg = replace(tcfg, max_steps=S1, batch_size=B1, warmup_steps=min(tcfg.warmup_steps, S1), keep_best=False, ckpt_dir=None)
+    val = list(PieceStreams(valid, val_batch, T1, attr_table, shuffle=False, loop=False)) if valid else None
+    hist = Trainer(alone, PieceStreams(pieces, B1, T1, attr_table, seed=tcfg.seed).batch_at, cfg, loss_fn=StreamLoss(),
+                   val_batches=val, eval_loss_fn=StreamLoss()).fit()
+    if cache:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({'model': {k: v.cpu() for k, v in model.state_dict().items()}, 'history': hist}, cache)
+    return hist
+
+def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, batch, val_batch, seg_len, distances, phase1, train_seg_len, ...
                )->dict: # metrics, history and context-utilization rows
-    "Train one recurrent variant on streamed pieces, evaluate it, measure peak memory and throughput."
+    "Train one recurrent variant on streamed pieces (after an optional first phase on long windows), evaluate it, measure peak memory and throughput."
     torch.set_num_threads(spec.get('threads', 1))
     mcfg, mem, T = ModelConfig(**spec['model']), MemoryConfig(**spec['memory']), spec['seg_len']
+    T2 = spec.get('train_seg_len') or T  # the recurrent phase's segments; evaluation always streams segments of T
     measure_only, tcfg = spec.get('measure_only', False), TrainConfig(**spec['train'])
     fill = -(-max(mem.horizons_for(mcfg.n_layer)) // T) if measure_only else 0  # steps until the memory holds its whole horizon
     if measure_only:  # time only steps with a full memory: `measure_steps` after `fill` + 3 warm-up steps
-        tcfg = TrainConfig(**(spec['train'] | dict(max_steps=fill + 3 + spec.get('measure_steps', 4), eval_every=0)))
+        tcfg = TrainConfig(**(spec['train'] | dict(max_steps=fill + 3 + spec.get('measure_steps', 4), eval_every=0, keep_best=False)))
     if 'synthetic' in spec:  # random tokens: for the scale sweep, where only memory and time matter; no piece ends while measured
         g, vocab = torch.Generator().manual_seed(0), spec['synthetic']['vocab']
         length = max(spec['synthetic'].get('length', 0), (tcfg.max_steps + 1) * T)
@@ -36,16 +70,21 @@ def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, b
     seed_everything(tcfg.seed)
     rlm = RecurrentLM(MusicTransformer(mcfg), mem)
     attr = data.get('attr_table') if mcfg.attention == 'askvhs' else None
-    train = PieceStreams(data['train'], spec['batch'], T, attr, seed=tcfg.seed)
+    ph = None if measure_only else spec.get('phase1')
+    t0 = time.perf_counter()
+    hist1 = long_windows(rlm.model, data['train'], ph, tcfg, attr, data['valid'], spec['val_batch']) if ph and ph.get('steps') else []
+    phase1_s = time.perf_counter() - t0
+    train = PieceStreams(data['train'], spec['batch'], T2, attr, seed=tcfg.seed)
     val = None if measure_only else list(PieceStreams(data['valid'], spec['val_batch'], T, attr, shuffle=False, loop=False, max_len=spec.get('val_max_len')))
     clock = StepClock(skip=fill + 2 if measure_only else 3)  # its intervals start at step 2: skip steps 2..fill+3
     trainer = Trainer(rlm, train.batch_at, tcfg, loss_fn=StreamLoss(), val_batches=val, eval_loss_fn=StreamLoss(), callbacks=[clock])
     dev = trainer.device
-    with PeakMemory(dev) as pm:
+    release_memory()  # what the first phase freed does not hide what this one adds
+    with PeakMemory(dev) as pm:  # the recurrent phase only: what the variant's memory costs
         t0 = time.perf_counter()
         hist = trainer.fit()
         wall = time.perf_counter() - t0
-    tps, tps_cpu = clock.throughput(spec['batch'] * T)
+    tps, tps_cpu = clock.throughput(spec['batch'] * T2)
     amp = resolve_amp(tcfg.amp, dev)
     dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(amp, torch.float32)
     state = trainer.loss_fn.state
@@ -53,13 +92,17 @@ def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, b
                kv_rank=mcfg.kv_rank, attention=mcfg.attention, n_kv_head=mcfg.n_kv_head,
                memory_bytes=rlm.memory_bytes(dtype), state_bytes_measured=trainer.loss_fn.max_nbytes // state.batch if state else 0,
                final_train_loss=hist[-1]['train_loss'], peak_mem_mb=pm.peak_mb, peak_mem_delta_mb=pm.added_mb,
-               tokens_per_s=tps, tokens_per_cpu_s=tps_cpu if dev.type == 'cpu' else float('nan'), train_s=wall,
-               params=sum(p.numel() for p in rlm.parameters()), device=str(dev), amp=amp, history=hist,
+               tokens_per_s=tps, tokens_per_cpu_s=tps_cpu if dev.type == 'cpu' else float('nan'), train_s=wall, phase1_s=phase1_s,
+               params=sum(p.numel() for p in rlm.parameters()), device=str(dev), amp=amp, history=hist, history_phase1=hist1,
+               train_seg_len=T2, phase1_steps=ph['steps'] if ph else 0, phase1_seg_len=ph['seg_len'] if ph else 0,
+               tokens_trained=(ph['steps'] * ph['batch'] * ph['seg_len'] if ph else 0) + tcfg.max_steps * spec['batch'] * T2,
                memory_filled=list(state.lengths) if state else [], timed_steps=len(clock.wall[clock.skip:]))
     if measure_only: return out
+    out['convergence'] = convergence(hist, tcfg.max_steps, stable_phase(tcfg))  # the recurrent phase's curve
+    if tcfg.keep_best and trainer.best['model'] is not None: trainer.load_best()  # evaluate the best-validation weights
     rows = [r for r in hist if r['val_loss'] is not None]
     out.update(best_val_loss=min(r['val_loss'] for r in rows), best_val_ppl=math.exp(min(r['val_loss'] for r in rows)),
-               utilization=context_utilization(rlm, val, spec['distances'], amp=amp).to_dict('records'))
+               best_step=trainer.best['step'], utilization=context_utilization(rlm, val, spec['distances'], amp=amp).to_dict('records'))
     if 'is_bar' in data and spec.get('repeats', True):  # the repeat-aware diagnostic on the held-out pieces, with and without memory
         kw = dict(batch=spec['val_batch'], attr_table=attr)
         ho = [p for p in data['valid'] if len(p) >= 2]
