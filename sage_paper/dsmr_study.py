@@ -72,7 +72,8 @@ def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, b
     attr = data.get('attr_table') if mcfg.attention == 'askvhs' else None
     ph = None if measure_only else spec.get('phase1')
     t0 = time.perf_counter()
-    hist1 = long_windows(rlm.model, data['train'], ph, tcfg, attr, data['valid'], spec['val_batch']) if ph and ph.get('steps') else []
+    vml = spec.get('val_max_len')
+    hist1 = long_windows(rlm.model, data['train'], ph, tcfg, attr, [np.asarray(p)[:vml] for p in data['valid']], spec['val_batch']) if ph and ph.get('steps') else []
     phase1_s = time.perf_counter() - t0
     train = PieceStreams(data['train'], spec['batch'], T2, attr, seed=tcfg.seed)
     val = None if measure_only else list(PieceStreams(data['valid'], spec['val_batch'], T, attr, shuffle=False, loop=False, max_len=spec.get('val_max_len')))
