@@ -68,7 +68,7 @@ def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, b
         data = {'train': [torch.randint(1, vocab, (length,), generator=g) for _ in range(spec['batch'])], 'valid': []}
     else: data = torch.load(spec['data'], weights_only=False)
     seed_everything(tcfg.seed)
-    rlm = RecurrentLM(MusicTransformer(mcfg), mem)
+    rlm = RecurrentLM(MusicTransformer(mcfg), mem, freeze_codec=spec.get('freeze_codec', True))  # a trainable codec only to show its drift
     attr = data.get('attr_table') if mcfg.attention == 'askvhs' else None
     ph = None if measure_only else spec.get('phase1')
     t0 = time.perf_counter()
