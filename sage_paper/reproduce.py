@@ -46,7 +46,9 @@ PROFILES = {
                          control_pieces_n=[1000, 32], max_train_pieces=None, max_piece_len=8192, val_pieces=4, seg_len=64, long=192,
                          short=64, n_long=1, n_layer=4, n_head=4, d_model=64, batch=8, val_batch=4, steps=450, lr=3e-3, warmup=45,
                          eval_every=90, scale_windows=[512, 1024, 2048, 4096, 8192], scale_batches=[4, 8],
-                         scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=4),
+                         scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=4, control_distance=[16, 192],
+                         control_phrase_bars=2, control_returns=6, calibration_seg_len=384, phase1_steps=450, phase1_seg_len=384,
+                         phase1_batch=4, schedule="constant", keep_best=True),
         "e06_checkpoints": dict(max_per_composer=CPU_PIECES, ckpt_dir="data/checkpoints", d_model=128, n_layer=3, n_head=8, notes_per_seq=48,
                                 batch_size=16, steps=1000, max_steps=2500, eval_every=100, patience=5, lr=2e-3, warmup_steps=100,
                                 max_eval_notes=None, nmsi_pieces=8, threads=1, n_workers=2),
@@ -68,7 +70,9 @@ PROFILES = {
                          control_pieces_n=[4000, 64], max_train_pieces=None, max_piece_len=None, val_pieces=12, seg_len=256, long=1024,
                          short=256, n_long=2, n_layer=6, n_head=8, d_model=256, batch=16, val_batch=12, steps=1500, lr=1e-3, warmup=100,
                          eval_every=150, seeds=[0, 1, 2], threads=4, scale_windows=[512, 1024, 2048, 4096, 8192, 16384, 32768], scale_batches=[8, 16],
-                         scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=6),
+                         scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=6, control_distance=[64, 768],
+                         control_phrase_bars=2, control_returns=6, calibration_seg_len=2048, phase1_steps=3000, phase1_seg_len=2048,
+                         phase1_batch=4, schedule="constant", keep_best=True),
         "e06_checkpoints": dict(max_per_composer=None, ckpt_dir="data/checkpoints", d_model=192, n_layer=4, n_head=8, notes_per_seq=128,
                                 batch_size=32, steps=2000, max_steps=6000, eval_every=100, patience=5, lr=1e-3, warmup_steps=200,
                                 max_eval_notes=None, nmsi_pieces=16),
@@ -89,7 +93,8 @@ PROFILES["cpu-long"] = {  # the seeds and training budgets the claims rest on: a
                    "warmup_steps": 100, "eval_every": 100, "one_seed": ["MQA", "AS-KVHS G=1", "AS-KVHS G=2 r=16"],
                    "run_speed": False},  # the decoding-speed rows of this profile's last run are kept (the decoder is unchanged)
     "e04_dsmr": {**_cpu["e04_dsmr"], "variants": ["full", "two_scale", "ascending", "selective", "perceiver_ar", "none", "fhcr_lowrank", "fhcr_askvhs"], "sweep": [],
-                 "seeds": [0, 1, 2], "steps": 1500, "warmup": 100, "eval_every": 300, "scale_windows": [512, 2048, 8192], "scale_batches": [8]},
+                 "seeds": [0, 1, 2], "batch": 16, "steps": 2000, "warmup": 100, "eval_every": 200, "phase1_steps": 6000,
+                 "control_pieces_n": [4000, 32], "scale_windows": [512, 2048, 8192], "scale_batches": [8]},
 }
 
 def profile_params(profile:str, # smoke | cpu | cpu-long | gpu
