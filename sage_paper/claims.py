@@ -453,7 +453,8 @@ def dsmr_claims(t:dict, **kw)->list:
         scale = "control: full memory, the recipe" if arm == "full" else f"control: calibration arm (full memory, segments of {T} tokens)" if T else "control: calibration arm"
         if ct is None:
             checks[arm] = 'untested'
-            out.append(_untested(ctl, "no positive control with this model and the no-memory model in the run", scale)); continue
+            why = "no calibration arm in this run" if arm == "calibration" else "no positive control with full memory and the no-memory model in this run"
+            out.append(_untested(ctl, why, scale)); continue
         rows = R[(R.corpus == "control") & R.variant.isin([arm, "none"])]
         v, why, alone = _held_back(ct["verdict"], ct["seeds"], _converged_note(rows)[0])
         checks[arm] = ct["verdict"]  # does the model copy? what the intervals say (too few seeds already hold the quality rows back)

@@ -360,5 +360,6 @@ def test_run_variant_in_a_fresh_process(tmp_path):
     assert res['peak_mem_delta_mb'] >= 0 and res['peak_mem_mb'] < 2000  # this process's own peak, not the parent's
     assert [u['distance'] for u in res['utilization']] == [0, 8, 16] and abs(res['utilization'][-1]['loss_increase']) < 1e-9
     assert len([h for h in res['history'] if h['val_loss'] is not None]) == 2
+    assert res['convergence']['best_step'] in (3, 6) and res['history_phase1'] == [] and res['tokens_trained'] == 6 * 2 * 8  # no first phase
     bad = subprocess.run([sys.executable, '-m', 'sage_paper.dsmr_study', 'only_one_arg'], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and 'usage' in bad.stderr
