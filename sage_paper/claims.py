@@ -17,9 +17,9 @@ REPEAT_BUCKETS_FAR = REPEAT_BUCKETS[1:]  # repeats whose source lies more than o
 
 # %% auto #0
 __all__ = ['REPEAT_BUCKETS_FAR', 'TABLES', 'MIN_SEEDS', 'SAGE', 'BPE_CLAIMS', 'MIN_PIECES', 'PIANO_VIEWS', 'ASKVHS_CLAIMS',
-           'DSMR', 'COPY_RATIO', 'COPY_NATS', 'DSMR_CLAIMS', 'UNITS', 'verdict', 'listening_csv', 'load_tables',
-           'piece_matrix', 'common_pieces', 'Claim', 'row', 'nmsi_separates', 'bpe_claims', 'wilson', 'askvhs_claims',
-           'control_test', 'dsmr_claims', 'ledger', 'ledger_markdown', 'forest_plot']
+           'DSMR', 'DSMR_CLAIMS', 'UNITS', 'verdict', 'listening_csv', 'load_tables', 'piece_matrix', 'common_pieces',
+           'Claim', 'row', 'nmsi_separates', 'bpe_claims', 'wilson', 'askvhs_claims', 'dsmr_claims', 'ledger',
+           'ledger_markdown', 'forest_plot']
 
 # %% ../nbs/17_claims.ipynb #ad9024e0
 def verdict(lo:float, # lower end of the 95% interval (or the value, for measurements without one)
@@ -312,8 +312,9 @@ def askvhs_claims(t:dict, **kw)->list:
     return out
 
 # %% ../nbs/17_claims.ipynb #7979bf66
+from .dsmr_study import COPY_NATS, COPY_RATIO, control_test, repeat_sums
+
 DSMR = "DSMR"
-COPY_RATIO, COPY_NATS = 0.5, 1.0  # the positive control: loss via memory at most half its reset loss, and at least 1 nat/token better (net)
 DSMR_CLAIMS = {
     "D-ppl": Claim(DSMR, "v1/v2", "D-ppl", "two-scale DSMR matches full memory's perplexity", "5.96 vs 5.98 (-0.3%)",
                    "ppl ratio two-scale / full - 1: holds if CI within [-1%, +1%]", "e04_dsmr"),
@@ -339,56 +340,13 @@ DSMR_CLAIMS = {
                        "than every return) must pass too", "e04_dsmr"),
 }
 TABLES = (*TABLES, *(n for n in ("dsmr_scale", "dsmr_scale_model") if n not in TABLES))  # the scale sweep: savings per scale
+_SAVING = {"D-memory": lambda r: 'holds' if r <= 0.5 else 'fails' if r > 0.75 else 'undecided',
+           "D-speed": lambda r: 'holds' if r >= 1.3 else 'fails' if r < 1.15 else 'undecided'}
 
 def _ppl_ratio(R:pd.DataFrame, a:str, b:str, **kw)->tuple:
     "Estimate and interval of ppl(b) / ppl(a) - 1 over seeds (seeds resampled per variant)."
     A, B = (R[R.variant == v].best_val_ppl.to_numpy()[:, None] for v in (a, b))
     return bootstrap(lambda x, y: y.mean() / x.mean() - 1, A, B, **kw), min(len(A), len(B))
-
-def _per_piece(Rep:pd.DataFrame)->pd.DataFrame:
-    "Repeat losses with a `piece` column and NLL sums (a table of one row per seed and bucket counts as one piece)."
-    if "piece" in Rep and "nll" in Rep: return Rep
-    return Rep.assign(piece=0, nll=Rep.loss * Rep.tokens, nll_reset=Rep.loss_reset * Rep.tokens)
-
-def _sums(Rep:pd.DataFrame, corpus:str, variant:str, buckets, pieces:list)->tuple:
-    "(nll, nll_reset): (seeds, pieces) sums over `buckets`; tokens: (pieces,)."
-    g = Rep[(Rep.corpus == corpus) & (Rep.variant == variant) & Rep.bucket.isin(list(buckets))]
-    P = g.pivot_table(index="seed", columns="piece", values=["nll", "nll_reset", "tokens"], aggfunc="sum", fill_value=0)
-    m = lambda k: P[k].reindex(columns=pieces, fill_value=0).to_numpy(dtype=np.float64) if k in P else np.zeros((len(P), len(pieces)))
-    return m("nll"), m("nll_reset"), m("tokens").max(0) if len(P) else np.zeros(len(pieces))  # every seed scores the same tokens
-
-def control_test(Rep:pd.DataFrame, # dsmr_repeats rows (per piece, or per seed)
-                 variant:str="full", # the model under test
-                 none:str="none", # the model trained without memory
-                 corpus:str="control", # the corpus of the control pieces
-                 n_boot:int=2000, level:float=0.95, seed:int=0, # bootstrap: pieces paired across models, each model's seeds resampled
-                )->dict|None: # numbers, intervals (lo, hi) and the verdict; None without both models
-    "The positive control: on repeats >= 1 segment back, the loss via memory against its reset and the no-memory model, net of other tokens."
-    Rep = _per_piece(Rep)
-    g = Rep[Rep.corpus == corpus]
-    if not {variant, none} <= set(g.variant): return None
-    pieces = sorted(g.piece.unique())
-    far, far_r, tf = _sums(Rep, corpus, variant, REPEAT_BUCKETS_FAR, pieces)
-    oth, oth_r, to = _sums(Rep, corpus, variant, ["other"], pieces)
-    nfar, _, _ = _sums(Rep, corpus, none, REPEAT_BUCKETS_FAR, pieces)
-    noth, _, _ = _sums(Rep, corpus, none, ["other"], pieces)
-    if tf.sum() == 0 or to.sum() == 0: return None
-    def stats(c, a, b):  # pieces c, the model's seeds a, the no-memory model's seeds b
-        per = lambda M, rows, t: M[rows][:, c].sum(1).mean() / t[c].sum()  # mean over seeds of the tokens' mean loss
-        L, Lr, Ln = per(far, a, tf), per(far_r, a, tf), per(nfar, b, tf)
-        O, Or, On = per(oth, a, to), per(oth_r, a, to), per(noth, b, to)
-        return np.array([L, Lr, Ln, O, Or, On, L / Lr, (Lr - L) - (Or - O), (Ln - L) - (On - O)])
-    P, Sa, Sb = len(pieces), len(far), len(nfar)
-    est, rng = stats(np.arange(P), np.arange(Sa), np.arange(Sb)), np.random.default_rng(seed)
-    boot = np.array([stats(rng.integers(0, P, P), rng.integers(0, Sa, Sa), rng.integers(0, Sb, Sb)) for _ in range(n_boot)])
-    boot = np.column_stack([boot, np.minimum(boot[:, 7], boot[:, 8])])  # the binding net gain
-    est = np.append(est, min(est[7], est[8]))
-    lo, hi = np.nanquantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    parts = [verdict(lo[6], hi[6], below=COPY_RATIO), verdict(lo[7], hi[7], above=COPY_NATS), verdict(lo[8], hi[8], above=COPY_NATS)]
-    v = 'holds' if all(x == 'holds' for x in parts) else 'fails' if 'fails' in parts else 'undecided'
-    names = ["loss", "loss_reset", "loss_none", "other", "other_reset", "other_none", "ratio", "net_gain_reset", "net_gain_none", "net_gain"]
-    return dict(**{k: float(e) for k, e in zip(names, est)}, **{k + "_ci": (float(a), float(b)) for k, a, b in zip(names, lo, hi)},
-                verdict=v, seeds=min(Sa, Sb), pieces=P, tokens=int(tf.sum()))
 
 def _control_note(c:dict)->str:
     "The control's numbers in words."
@@ -399,67 +357,55 @@ def _control_note(c:dict)->str:
             f"over no memory {ci('net_gain_none')}")
 
 def _scale_rows(t:dict)->list:
-    "D-memory and D-speed at the largest window of the scale sweep and at the cost model's 15.5 GB setting (predicted)."
+    "D-memory and D-speed at the largest window of the scale sweep and where the cost model puts full memory at 15.5 GB (predicted)."
     S, M, out = t.get("dsmr_scale"), t.get("dsmr_scale_model"), []
-    rules = {"D-memory": (lambda r: r <= 0.5, lambda r: r > 0.75), "D-speed": (lambda r: r >= 1.3, lambda r: r < 1.15)}
-    decide = lambda cid, r: 'holds' if rules[cid][0](r) else 'fails' if rules[cid][1](r) else 'undecided'
     if S is not None and {"full", "two_scale"} <= set(S.variant):
         W = int(S[S.variant.isin(["full", "two_scale"])].window.max())
-        s = S[S.window == W]
-        B = int(s.batch.max())
-        s = s[s.batch == B].groupby("variant")[["peak_mem_mb", "tokens_per_s"]].mean()
-        if {"full", "two_scale"} <= set(s.index):
-            how = S.memory_measure.iloc[0] if "memory_measure" in S else "peak memory"
-            scale = f"scale sweep: W = {W:,}, batch {B} (the largest window measured)"
-            for cid, col in (("D-memory", "peak_mem_mb"), ("D-speed", "tokens_per_s")):
+        B = int(S[S.window == W].batch.max())
+        s = S[(S.window == W) & (S.batch == B)].groupby("variant")[["peak_mem_mb", "tokens_per_s"]].mean()
+        how = S.memory_measure.iloc[0] if "memory_measure" in S else "peak memory"
+        for cid, col in (("D-memory", "peak_mem_mb"), ("D-speed", "tokens_per_s")):
+            if {"full", "two_scale"} <= set(s.index):
                 r = float(s.loc["two_scale", col] / s.loc["full", col])
-                note = f"measured at the long window {W:,} ({how})" if cid == "D-memory" else f"measured at the long window {W:,}"
-                out.append(row(DSMR_CLAIMS[cid], r, r, r, 1, decide(cid, r), note, scale))
-    if M is not None and len(M):
-        m = M.iloc[0]
-        w = m.get("window_full_peak_15_5GB", np.nan)
-        for cid, col in (("D-memory", "memory_ratio_there"), ("D-speed", "speed_ratio_there")):
-            if not np.isfinite(w) or not np.isfinite(m.get(col, np.nan)):
-                out.append(_untested(DSMR_CLAIMS[cid], "the cost model does not reach full memory's 15.5 GB within the windows it models", "predicted: 15.5 GB"))
-                continue
-            r = float(m[col])
-            scale = f"predicted: W = {int(w):,}, batch {int(m.batch)}, where full memory's modelled peak is 15.5 GB"
-            out.append(row(DSMR_CLAIMS[cid], r, r, r, 1, decide(cid, r), "a prediction of the cost model fitted to the scale sweep, not a measurement", scale))
+                out.append(row(DSMR_CLAIMS[cid], r, r, r, 1, _SAVING[cid](r), f"measured at the long window {W:,}" + (f" ({how})" if cid == "D-memory" else ""),
+                               f"scale sweep: W = {W:,}, batch {B} (the largest window measured)"))
+    m = M.iloc[0] if M is not None and len(M) else {}
+    w = m.get("window_full_peak_15_5GB", np.nan) if len(m) else np.nan
+    for cid, col in (("D-memory", "memory_ratio_there"), ("D-speed", "speed_ratio_there")) if M is not None else ():
+        if not (np.isfinite(w) and np.isfinite(m.get(col, np.nan))):
+            out.append(_untested(DSMR_CLAIMS[cid], "the cost model does not reach full memory's 15.5 GB within the windows it models", "predicted: 15.5 GB")); continue
+        r = float(m[col])
+        out.append(row(DSMR_CLAIMS[cid], r, r, r, 1, _SAVING[cid](r), "a prediction of the cost model fitted to the scale sweep, not a measurement",
+                       f"predicted: W = {int(w):,}, batch {int(m['batch'])}, where full memory's modelled peak is 15.5 GB"))
     return out
 
-def _copy_gate(control:str, # the recipe's positive control: what its intervals say ('holds', ..., or 'untested')
-               calibration:str, # the same for the calibration arm
+def _copy_gate(control:str, # what the positive control's intervals say ('holds', 'fails', 'undecided' or 'untested')
+               calibration:str, # the same for its calibration arm
               )->str: # why the quality rows wait ('' when both hold)
     "Quality rows are decided only on models that copy: the positive control and its calibration arm both pass."
-    if control == calibration == 'holds': return ''
     if control == 'untested': return "no positive control in this run"
     if control != 'holds':
-        return "the model does not copy: the positive control does not pass" + (
-            " (its calibration arm does)" if calibration == 'holds' else "" if calibration == 'untested' else " (nor does its calibration arm)")
-    return "no calibration arm in this run" if calibration == 'untested' else "the model does not copy: the calibration arm does not pass the positive control"
+        return "the model does not copy: the positive control does not pass" + {'holds': " (its calibration arm does)", 'untested': ""}.get(calibration, " (nor does its calibration arm)")
+    return {'holds': "", 'untested': "no calibration arm in this run"}.get(calibration, "the model does not copy: the calibration arm does not pass the positive control")
 
 def dsmr_claims(t:dict, **kw)->list:
     "Ledger rows of DSMR's claims (v1/v2 and v3), per corpus and scale; quality rows are decided only on models that pass the positive control."
     R, Rep = t.get("dsmr_runs"), t.get("dsmr_repeats")
     if R is None: return [_untested(c, "no per-seed DSMR runs (run e04_dsmr)") for c in DSMR_CLAIMS.values()]
-    Rep = None if Rep is None or "loss" not in Rep else _per_piece(Rep)
+    Rep = None if Rep is None or "loss" not in Rep else Rep
     out, ctl = [], DSMR_CLAIMS["D-control"]
-    # the positive control, and its calibration arm, first: every quality row below rests on them
-    checks = {}
+    checks = {}  # the positive control and its calibration arm first: every quality row below rests on them
     for arm in ("full", "calibration"):
-        ct = None if Rep is None else control_test(Rep, arm, **kw)
-        cal = R[(R.corpus == "control") & (R.variant == arm)]
-        T = int(cal.train_seg_len.iloc[0]) if "train_seg_len" in cal and len(cal) and np.isfinite(cal.train_seg_len.iloc[0]) else None
-        scale = "control: full memory, the recipe" if arm == "full" else f"control: calibration arm (full memory, segments of {T} tokens)" if T else "control: calibration arm"
+        ct, runs = None if Rep is None else control_test(Rep, arm, **kw), R[(R.corpus == "control") & R.variant.isin([arm, "none"])]
+        T = runs[runs.variant == arm].train_seg_len.max() if "train_seg_len" in runs else np.nan
+        scale = "control: full memory, the recipe" if arm == "full" else "control: calibration arm" + (f" (full memory, segments of {T:.0f} tokens)" if T > 0 else "")
+        checks[arm] = 'untested' if ct is None else ct["verdict"]  # does the model copy? what the intervals say (seeds and convergence hold rows back anyway)
         if ct is None:
-            checks[arm] = 'untested'
-            why = "no calibration arm in this run" if arm == "calibration" else "no positive control with full memory and the no-memory model in this run"
-            out.append(_untested(ctl, why, scale)); continue
-        rows = R[(R.corpus == "control") & R.variant.isin([arm, "none"])]
-        v, why, alone = _held_back(ct["verdict"], ct["seeds"], _converged_note(rows)[0])
-        checks[arm] = ct["verdict"]  # does the model copy? what the intervals say (too few seeds already hold the quality rows back)
-        notes = [_control_note(ct), _converged_note(rows)[1], f"{ct['seeds']} seed(s), fewer than {MIN_SEEDS}" if ct["seeds"] < MIN_SEEDS else "",
-                 f"the intervals alone say {alone}" if alone else ""]
+            out.append(_untested(ctl, "no calibration arm in this run" if arm == "calibration" else "no positive control with full memory and the no-memory model in this run", scale))
+            continue
+        conv, cnote = _converged_note(runs)
+        v, why, alone = _held_back(ct["verdict"], ct["seeds"], conv)
+        notes = [_control_note(ct), cnote, f"{ct['seeds']} seed(s), fewer than {MIN_SEEDS}" if ct["seeds"] < MIN_SEEDS else "", f"the intervals alone say {alone}" if alone else ""]
         out.append(row(ctl, ct["net_gain"], *ct["net_gain_ci"], ct["seeds"], v, "; ".join(x for x in notes if x), scale, "; ".join(why), alone))
     hold = _copy_gate(checks["full"], checks["calibration"])
     for corpus, g in R[R.variant != "calibration"].groupby("corpus", sort=False):
@@ -472,10 +418,9 @@ def dsmr_claims(t:dict, **kw)->list:
             col = "peak_mem_mb" if gpu or "peak_mem_delta_mb" not in m else "peak_mem_delta_mb"
             W = max(int(x) for x in str(g[g.variant == "full"].horizons.iloc[0]).split("/")) if "horizons" in g else None
             scale = f"{corpus}: training window" + (f" W = {W:,}" if W else "")
-            r = float(m.loc["two_scale", col] / m.loc["full", col])
-            out.append(row(DSMR_CLAIMS["D-memory"], r, r, r, s, 'holds' if r <= 0.5 else 'fails' if r > 0.75 else 'undecided', f"{corpus}: {col}", scale))
-            r = float(m.loc["two_scale", "tokens_per_s"] / m.loc["full", "tokens_per_s"])
-            out.append(row(DSMR_CLAIMS["D-speed"], r, r, r, s, 'holds' if r >= 1.3 else 'fails' if r < 1.15 else 'undecided', corpus, scale))
+            for cid, c, note in (("D-memory", col, f"{corpus}: {col}"), ("D-speed", "tokens_per_s", corpus)):
+                r = float(m.loc["two_scale", c] / m.loc["full", c])
+                out.append(row(DSMR_CLAIMS[cid], r, r, r, s, _SAVING[cid](r), note, scale))
         else: out += [_untested(DSMR_CLAIMS[k], f"{corpus}: needs full and two_scale") for k in ("D-ppl", "D-memory", "D-speed")]
         for cid, v in (("D-perceiver", "perceiver_ar"), ("D-selective", "selective"), ("D-ascending", "ascending")):
             if {"full", v} <= vs:
@@ -499,15 +444,14 @@ def dsmr_claims(t:dict, **kw)->list:
         if Rep is None: out.append(_untested(c, "no repeat-aware evaluation (dsmr_repeats.csv)")); continue
         for corpus, g in Rep[Rep.variant != "calibration"].groupby("corpus", sort=False):
             comps = [("full", "two_scale")] if cid == "D3-longrange" else [(v, "two_scale") for v in sorted(set(g.variant)) if v.startswith("fhcr")]
-            pieces = sorted(g.piece.unique())
             for a, b in comps:
                 if not {a, b} <= set(g.variant): continue
-                (na, ra, tf), (nb, rb, _) = (_sums(g, corpus, v, REPEAT_BUCKETS_FAR, pieces) for v in (a, b))
+                (na, ra, tf), (nb, rb, _) = (repeat_sums(g, corpus, v, REPEAT_BUCKETS_FAR) for v in (a, b))
                 if tf.sum() == 0: continue
                 e, lo, hi = bootstrap(lambda x, y, t: (x.sum(1).mean() - y.sum(1).mean()) / t.sum(), ra - na, rb - nb, tf[None], **kw)  # gain per token, paired by piece
                 note = f"{corpus}: {a} minus {b}, nats per token on repeats >= 1 segment back"
                 if a.startswith("fhcr") and "none" in set(g.variant):  # compressed memory must not cost on the other tokens
-                    (o, _, to), (on, _, _) = (_sums(g, corpus, v, ["other"], pieces) for v in (a, "none"))
+                    (o, _, to), (on, _, _) = (repeat_sums(g, corpus, v, ["other"]) for v in (a, "none"))
                     note += f"; on other tokens {a} {o.sum(1).mean() / to.sum():.3f} vs no memory {on.sum(1).mean() / to.sum():.3f} nats/token"
                 out.append(_decide(c, e, lo, hi, min(len(na), len(nb)), R[(R.corpus == corpus) & R.variant.isin([a, b])], note, corpus, hold, above=0))
     return out

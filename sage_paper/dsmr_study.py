@@ -13,11 +13,11 @@ import torch
 from .model import ModelConfig, MusicTransformer
 from .train import Trainer, TrainConfig, seed_everything, resolve_amp, stable_phase
 from .recurrence import MemoryConfig, RecurrentLM, PieceStreams, StreamLoss, context_utilization
-from .evaluate import PeakMemory, StepClock, repeat_losses, convergence
+from .evaluate import PeakMemory, StepClock, repeat_losses, convergence, REPEAT_BUCKETS
 
 # %% auto #0
-__all__ = ['release_memory', 'long_windows', 'run_variant', 'main', 'split_bars', 'control_pieces', 'scale_features',
-           'fit_cost_model', 'predict_cost']
+__all__ = ['COPY_RATIO', 'COPY_NATS', 'release_memory', 'long_windows', 'run_variant', 'main', 'split_bars', 'control_pieces',
+           'repeat_sums', 'control_test', 'scale_features', 'fit_cost_model', 'predict_cost']
 
 # %% ../nbs/16_dsmr_study.ipynb #6b6a5801
 def release_memory():
@@ -156,6 +156,49 @@ def control_pieces(bars:list, # whole bars of real music (`split_bars`)
             parts += fill + phrase
         out.append(np.concatenate(parts))
     return out
+
+# %% ../nbs/16_dsmr_study.ipynb #97e26b50
+COPY_RATIO, COPY_NATS = 0.5, 1.0  # copying: loss via memory at most half its reset loss, and at least 1 nat/token better (net of other tokens)
+
+def repeat_sums(rep:pd.DataFrame, # repeat-loss rows: corpus, variant, seed, bucket, tokens, and nll, nll_reset per piece (or loss, loss_reset per seed)
+                corpus:str, # the corpus
+                variant:str, # the model
+                buckets, # the buckets summed (`REPEAT_BUCKETS`, 'other')
+               )->tuple: # nll and nll_reset (seeds, pieces), tokens (pieces,), over every piece of the corpus
+    "One model's loss with and without its memory summed over `buckets`, per seed and held-out piece (a per-seed table is one piece)."
+    if "piece" not in rep or "nll" not in rep: rep = rep.assign(piece=0, nll=rep.loss * rep.tokens, nll_reset=rep.loss_reset * rep.tokens)
+    g = rep[rep.corpus == corpus]
+    pieces = sorted(g.piece.unique())
+    g = g[(g.variant == variant) & g.bucket.isin(list(buckets))]
+    P = g.pivot_table(index="seed", columns="piece", values=["nll", "nll_reset", "tokens"], aggfunc="sum", fill_value=0)
+    m = lambda k: P[k].reindex(columns=pieces, fill_value=0).to_numpy(dtype=np.float64) if k in P else np.zeros((len(P), len(pieces)))
+    return m("nll"), m("nll_reset"), m("tokens").max(0) if len(P) else np.zeros(len(pieces))  # every seed scores the same tokens
+
+def control_test(rep:pd.DataFrame, # repeat-loss rows (`repeat_sums`)
+                 variant:str="full", # the model under test
+                 none:str="none", # the model trained without memory
+                 corpus:str="control", # the corpus of the control pieces
+                 n_boot:int=2000, level:float=0.95, seed:int=0, # bootstrap: pieces paired across models, each model's seeds resampled
+                )->dict|None: # numbers, their intervals (lo, hi), the verdict; None without both models
+    "Does `variant` copy? On repeats >= 1 segment back, its loss via memory against its reset and the no-memory model, net of other tokens."
+    if not {variant, none} <= set(rep[rep.corpus == corpus].variant): return None
+    far, far_r, tf = repeat_sums(rep, corpus, variant, REPEAT_BUCKETS[1:])
+    oth, oth_r, to = repeat_sums(rep, corpus, variant, ["other"])
+    nfar, noth = repeat_sums(rep, corpus, none, REPEAT_BUCKETS[1:])[0], repeat_sums(rep, corpus, none, ["other"])[0]
+    if tf.sum() == 0 or to.sum() == 0: return None
+    def stats(c, a, b):  # pieces c, the model's seeds a, the no-memory model's seeds b
+        per = lambda M, rows, t: M[rows][:, c].sum(1).mean() / t[c].sum()  # mean over seeds of the loss per token
+        L, Lr, Ln, O, Or, On = per(far, a, tf), per(far_r, a, tf), per(nfar, b, tf), per(oth, a, to), per(oth_r, a, to), per(noth, b, to)
+        return np.array([L, Lr, Ln, O, Or, On, L / Lr, (Lr - L) - (Or - O), (Ln - L) - (On - O), min((Lr - L) - (Or - O), (Ln - L) - (On - O))])
+    P, Sa, Sb, rng = far.shape[1], len(far), len(nfar), np.random.default_rng(seed)
+    est = stats(np.arange(P), np.arange(Sa), np.arange(Sb))
+    boot = np.array([stats(rng.integers(0, P, P), rng.integers(0, Sa, Sa), rng.integers(0, Sb, Sb)) for _ in range(n_boot)])
+    lo, hi = np.nanquantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    checks = [(hi[6] < COPY_RATIO, lo[6] >= COPY_RATIO), (lo[7] > COPY_NATS, hi[7] <= COPY_NATS), (lo[8] > COPY_NATS, hi[8] <= COPY_NATS)]
+    v = 'holds' if all(ok for ok, _ in checks) else 'fails' if any(bad for _, bad in checks) else 'undecided'
+    names = ["loss", "loss_reset", "loss_none", "other", "other_reset", "other_none", "ratio", "net_gain_reset", "net_gain_none", "net_gain"]
+    return dict(**{k: float(e) for k, e in zip(names, est)}, **{k + "_ci": (float(a), float(b)) for k, a, b in zip(names, lo, hi)},
+                verdict=v, seeds=min(Sa, Sb), pieces=P, tokens=int(tf.sum()))
 
 # %% ../nbs/16_dsmr_study.ipynb #58972d03
 def scale_features(horizons, # (L,) memory horizon of every layer
