@@ -229,13 +229,16 @@ def _write_manifest(path, m):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_suffix(f".{os.getpid()}.tmp"); tmp.write_text(json.dumps(m, indent=1, default=str)); tmp.replace(path)
 
-def _save_run(path, profile:str, entry:dict):
-    "Write one profile's entry into the manifest as it is on disk now: runs of other profiles going on at the same time keep theirs."
+def _save_run(path, profile:str, entry:dict, ran=None):
+    "Write one profile's entry into the manifest as it is on disk now: runs of other profiles, and other notebooks of the same profile run at the same time, keep theirs."
     import fcntl
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(Path(path).with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        m = _load_manifest(path); m["runs"][profile] = entry
+        m = _load_manifest(path)
+        now = m["runs"].get(profile, {}).get("notebooks", {})
+        mine = entry["notebooks"] if ran is None else {k: v for k, v in entry["notebooks"].items() if k in ran}
+        m["runs"][profile] = {**entry, "notebooks": {**entry["notebooks"], **now, **mine}}
         _write_manifest(path, m)
 
 def _own(rel:Path, profile:str)->bool:
@@ -277,6 +280,7 @@ def reproduce(profile:str="cpu", # smoke | cpu | cpu-long | gpu
     prev = manifest["runs"].get(profile, {}).get("notebooks", {})
     entry = dict(profile=profile, started=datetime.now(timezone.utc).isoformat(timespec="seconds"), **environment(),
                  out_dir=os.path.relpath(out, root), notebooks=dict(prev))
+    ran = set()  # the notebooks this call runs: only their entries are written (a concurrent run of the profile keeps its own)
     for nb in nbs:
         params = dict(profile_params(profile, nb.stem), profile=profile, out_dir=str(out.resolve()))
         h = input_hash(nb, {k: v for k, v in params.items() if k != "out_dir"})
@@ -288,6 +292,7 @@ def reproduce(profile:str="cpu", # smoke | cpu | cpu-long | gpu
         executed = root/"runs"/profile/nb.name
         t0 = time.time(); before = {p: p.stat().st_mtime for p in out.rglob("*") if p.is_file()}
         if verbose: print(f"[{profile}] {nb.stem}: running ...", flush=True)
+        ran.add(nb.stem)
         status, error = run_notebook(nb, params, executed, timeout)
         outputs = sorted(os.path.relpath(p, root) for p in out.rglob("*")
                          if p.is_file() and p.name not in ("manifest.json", "manifest.lock") and before.get(p) != p.stat().st_mtime
@@ -300,9 +305,9 @@ def reproduce(profile:str="cpu", # smoke | cpu | cpu-long | gpu
             rec = record_notebook(executed, out/profile/"notebooks"/nb.name, dict(e, profile=profile), saved={Path(o).name for o in outputs})
             e["record"] = os.path.relpath(rec, root)
         if verbose: print(f"[{profile}] {nb.stem}: {status} in {time.time()-t0:.0f} s" + (f"\n    {error.splitlines()[0]}" if error else ""), flush=True)
-        _save_run(mpath, profile, entry)   # after every notebook: nothing done so far is lost
+        _save_run(mpath, profile, entry, ran)   # after every notebook: nothing done so far is lost
     entry["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _save_run(mpath, profile, entry)
+    _save_run(mpath, profile, entry, ran)
     return entry
 
 # %% ../nbs/13_reproduce.ipynb #239aa2a9
