@@ -97,7 +97,7 @@ def _untested(c:Claim, why:str, scale:str='')->dict: return row(c, verdict_='unt
 
 def _converged_note(rows:pd.DataFrame)->tuple:
     "(all converged?, why not): a claim resting on a model that did not converge, or has no learning curve, cannot be decided."
-    if "converged" not in rows or rows.converged.isna().all(): return False, "no learning curves recorded"
+    if "converged" not in rows or rows.converged.isna().all(): return False, "convergence not recorded (no learning curve, or a run before the convergence rule)"
     c = rows.converged.astype("boolean").fillna(False)
     if c.all(): return True, ""
     why = rows.get("converged_why", pd.Series([""] * len(rows), index=rows.index)).fillna("")
