@@ -111,10 +111,20 @@ def _held_back(v:str, seeds:int, converged:bool=True, more:tuple=())->tuple:
     why = [w for w, bad in (("not converged", not converged), ("too few seeds", seeds < MIN_SEEDS)) if bad] + [m for m in more if m]
     return ('undecided', why, '' if v == 'undecided' else v) if why else (v, [], '')
 
-def _decide(c, est, lo, hi, seeds, rows=None, note='', scale='', hold:str='', **rule)->dict:
-    "A ledger row from an estimate and interval, demoted to 'undecided' when it rests on fewer than `MIN_SEEDS` seeds, on models that did not converge, or on `hold` (a reason)."
+def _bound_holds(v:str, bound:str|None, above=None, below=None)->bool:
+    "Would more training only push the value further the way the verdict already points? (`bound`: the value can only rise, 'lower', or fall, 'upper'.)"
+    if bound == 'lower': return (v == 'fails' and below is not None and above is None) or (v == 'holds' and above is not None and below is None)
+    if bound == 'upper': return (v == 'holds' and below is not None and above is None) or (v == 'fails' and above is not None and below is None)
+    return False
+
+def _decide(c, est, lo, hi, seeds, rows=None, note='', scale='', hold:str='', bound:str|None=None, **rule)->dict:
+    "A ledger row from an estimate and interval, demoted to 'undecided' when it rests on fewer than `MIN_SEEDS` seeds, on models that did not converge (unless `bound` says more training could only strengthen the verdict), or on `hold`."
     conv, cnote = _converged_note(rows) if rows is not None else (True, '')
-    v, why, alone = _held_back(verdict(lo, hi, **rule), seeds, conv, (hold,))
+    v0 = verdict(lo, hi, **rule)
+    if not conv and _bound_holds(v0, bound, **rule):  # the unconverged models are the arm whose further training widens the gap
+        conv, cnote = True, cnote + ("; they are all in the reference arm, whose further training could only move the value further "
+                                     f"{'up' if bound == 'lower' else 'down'}: the verdict is a bound")
+    v, why, alone = _held_back(v0, seeds, conv, (hold,))
     long = [x for x in (cnote, f"{seeds} seed(s), fewer than {MIN_SEEDS}" if seeds < MIN_SEEDS else '', hold) if x]
     notes = [note] + long + ([f"the interval alone says {alone}"] if alone else [])
     return row(c, est, lo, hi, seeds, v, "; ".join(x for x in notes if x), scale, "; ".join(why), alone)
@@ -153,6 +163,11 @@ def nmsi_separates(P:pd.DataFrame, # per-piece rows of one selection (seeds x pi
     e, lo, hi = bootstrap(BOOT_STATS['diff'], A, B, **kw)
     return lo > 0, f"trained {np.nanmean(B):.1f} vs untrained {np.nanmean(A):.1f} [difference {lo:+.1f}, {hi:+.1f}]"
 
+def _arm_bound(ref:pd.DataFrame, alt:pd.DataFrame)->str|None:
+    "For a change alt / ref - 1 in a loss: 'lower' if only the reference arm did not converge (its loss, and so the change's denominator, can only fall), 'upper' if only the other arm did, else None."
+    ok = lambda d: "converged" in d and len(d) > 0 and d.converged.astype("boolean").fillna(False).all()
+    return 'lower' if ok(alt) and not ok(ref) else 'upper' if ok(ref) and not ok(alt) else None
+
 def bpe_claims(t:dict, # tables from `load_tables`
                mid:int=2000, # the moderate vocabulary
                **kw, # bootstrap options
@@ -180,7 +195,7 @@ def bpe_claims(t:dict, # tables from `load_tables`
             if not ids: out.append(_untested(c, f"{tag}: no common pieces", sc)); continue
             few = f"only {len(ids)} test pieces (fewer than {MIN_PIECES})" if len(ids) < MIN_PIECES else ""
             out.append(_decide(c, *bootstrap(ratio, A, B, **kw), s, models(view, 0, v), f"{tag}, vocab {v}, {len(ids)} test pieces", sc,
-                               hold=few, below=0))
+                               hold=few, bound=_arm_bound(models(view, 0), models(view, v)), below=0))
         c = BPE_CLAIMS["S-BPE-multi"]
         if {"music21-multitrack", "music21-piano"} <= views:
             v = _near(sorted(set(P[P.view == "music21-multitrack"].vocab_size) - {0}), mid)
