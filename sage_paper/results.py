@@ -214,7 +214,8 @@ def _pick(B:pd.DataFrame, cid:str, scale:str|None=None)->pd.Series|None:
     "The best-supported row of a claim (whose scale contains `scale`), or None."
     g = B[(B.claim_id == cid) & (B.verdict != "untested")]
     if scale is not None: g = g[g.scale.fillna("").str.contains(scale, regex=False)]
-    return g.iloc[0] if len(g) else None
+    g = g.assign(_r=g.profile.map({p: i for i, p in enumerate(_SUPPORT)}).fillna(9)).sort_values(["seeds", "_r"], ascending=[False, True], kind="stable")
+    return g.drop(columns="_r").iloc[0] if len(g) else None  # the most seeds; ties: cpu-long, gpu, cpu
 
 def _at(r)->str:
     "Where a number was measured, in words."
