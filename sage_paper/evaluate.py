@@ -26,8 +26,8 @@ __all__ = ['HELDOUT', 'VALID', 'SCORED', 'REPEAT_BUCKETS', 'BOOT_STATS', 'Tokeni
            'window_batches', 'heldout_windows', 'LMConfig', 'seq_len_for', 'model_config', 'convergence', 'LMRun',
            'heldout_rows', 'train_lm', 'piece_nll', 'heldout_bits_per_note', 'parallel_runs', 'bar_token_table',
            'token_bars', 'continuation_notes', 'prompt_and_reference', 'model_attr_table', 'window_sampler',
-           'sample_bars', 'continuation_nmsi', 'lm_trial', 'plot_learning_curves', 'token_repeats', 'repeat_bucket',
-           'stream_token_nll', 'repeat_losses', 'bootstrap', 'bootstrap_ci', 'PeakMemory', 'StepClock']
+           'cached_sampler', 'sample_bars', 'continuation_nmsi', 'lm_trial', 'plot_learning_curves', 'token_repeats',
+           'repeat_bucket', 'stream_token_nll', 'repeat_losses', 'bootstrap', 'bootstrap_ci', 'PeakMemory', 'StepClock']
 
 # %% ../nbs/10_evaluate.ipynb #47540788
 HELDOUT = ("valid", "test")   # the splits that models (and BPE) never learn from
@@ -397,6 +397,8 @@ def prompt_and_reference(tok, # the tokenizer
     return np.asarray(ids[s:p]), np.asarray(ids[p:e]), b0 + prompt_bars
 
 # %% ../nbs/10_evaluate.ipynb #b00e5bfb
+from .generate import Decoder
+
 def model_attr_table(model:MusicTransformer, # a decoder
                      tok, # its tokenizer
                     )->np.ndarray|None:
@@ -428,19 +430,57 @@ def window_sampler(tok, # the tokenizer of the model (its grammar)
         return [np.asarray(x[:max_new_tokens], dtype=np.int64) for x in new]
     return sample
 
+def cached_sampler(tok, # the tokenizer of the model (its grammar)
+                   top_p:float=0.95, # nucleus sampling
+                   temperature:float=1.0, # softmax temperature
+                   seed:int=0, # seeds the draws
+                   attr_of=None, # attribute table (AS-KVHS flat models)
+                   mode:str="eager", # the `Decoder`'s mode
+                   top_k:int=0, # keep the k most likely tokens; 0: all (1: greedy)
+                   threads:int|None=1, # torch CPU threads while decoding, restored afterwards; None: leave the setting alone
+                  ):
+    "`sample(model, prompts, max_new_tokens, stop) -> [new ids]`: `window_sampler`'s windows and draws, each window streamed from one KV cache, the grammar reading the whole piece, stopped at the first token after which every prompt's `stop` holds."
+    grammar, sampling = grammar_for(tok), SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
+    def sample(model, prompts:list, max_new_tokens:int, stop) -> list:
+        if not len(prompts): return []
+        dev, L = next(model.parameters()).device, model.cfg.max_seq_len
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        step = max(1, L // 4)  # a full window slides by this many tokens, as window_sampler's does
+        seqs, new = [np.asarray(p, dtype=np.int64) for p in prompts], [[] for _ in prompts]
+        dec = Decoder(model, len(prompts), L, mode, sampling, grammar, attr_of)  # one cache of a full window, reused by every window
+        was = torch.get_num_threads()
+        if threads and dev.type == "cpu": torch.set_num_threads(threads)
+        try:
+            done = [bool(stop(k, new[k])) for k in range(len(new))]  # a prompt once stopped stays stopped
+            while not all(done) and len(new[0]) < max_new_tokens:
+                c = min(L - step, min(len(s) for s in seqs))  # the same context length for the whole batch
+                ctx = torch.from_numpy(np.stack([s[len(s) - c:] for s in seqs])).to(dev)  # (B, c) or (B, c, F): the last c tokens
+                state = [grammar.start(torch.from_numpy(s)[None]) for s in seqs]  # after the whole piece so far, not only the window
+                state = tuple(torch.cat(f) for f in zip(*state))  # (B,) per field of the state
+                for tok in dec.stream(ctx, min(L - c, max_new_tokens - len(new[0])), gen, state):  # until the window is full
+                    for k, t in enumerate(tok.cpu().numpy()): new[k].append(t)
+                    done = [d or bool(stop(k, new[k])) for k, d in enumerate(done)]
+                    if all(done): break
+                seqs = [np.concatenate([np.asarray(p, dtype=np.int64), np.asarray(x, dtype=np.int64)]) for p, x in zip(prompts, new)]
+        finally: torch.set_num_threads(was)
+        return [np.asarray(x, dtype=np.int64) for x in new]
+    return sample
+
 def sample_bars(model:MusicTransformer, # a decoder for `tok`
                 tok, # its tokenizer
                 prompts:list, # token ids of each prompt, ending where bar `first_bars[k]` begins
                 first_bars:list, # the tokenizer bar (`token_bars`) each continuation starts
                 bars:int, # bars to sample after each prompt
                 budgets:list, # most tokens sampled per prompt
-                sampler=None, # `window_sampler(...)`; None: the default sampler with seed 0
+                sampler=None, # `window_sampler(...)` or `cached_sampler(...)`; None: `window_sampler` with seed 0
                )->list: # the new tokens of every prompt, up to the first token of bar first_bars[k] + bars
     "Continue every prompt by `bars` whole bars (or its budget): sampling stops, and the tokens are cut, where bar first + bars begins."
     sampler = sampler or window_sampler(tok, attr_of=model_attr_table(model, tok))
     end = [b + bars for b in first_bars]
+    is_bar = None if tok.is_multi_voc else bar_token_table(tok)  # built once here: `token_bars` builds it at every call, and `stop` runs after every token
     def cut(k, g):  # the generated tokens before the first token of bar `end[k]`
-        tb = token_bars(tok, np.concatenate([prompts[k], np.asarray(g, dtype=np.int64)]))[len(prompts[k]):]
+        ids = np.concatenate([prompts[k], np.asarray(g, dtype=np.int64)])
+        tb = (token_bars(tok, ids) if is_bar is None else np.cumsum(is_bar[ids]) - 1)[len(prompts[k]):]  # `token_bars`, its table at hand
         return int(np.searchsorted(tb, end[k])) if len(tb) else 0
     gens = sampler(model, prompts, max(budgets), lambda k, g: len(g) > 0 and cut(k, g) < len(g))
     gens = [np.asarray(g, dtype=np.int64)[:budgets[k]] for k, g in enumerate(gens)]
