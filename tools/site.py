@@ -124,7 +124,8 @@ class _TeX:
         t = self.next()
         if t == "{":
             inner = self.expr()
-            if self.next() != "}": self.fail("an unclosed {")
+            if self.peek() != "}": self.fail("an unclosed {")
+            self.i += 1
             return "<mrow>" + "".join(inner) + "</mrow>"
         if t.startswith("\\"): return self.command(t[1:])
         if t[0].isdigit(): return f"<mn>{t}</mn>"
