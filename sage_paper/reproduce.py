@@ -188,18 +188,53 @@ def save_table(df, # a pandas DataFrame
 
 # %% ../nbs/13_reproduce.ipynb #271ffc83
 _SAVED = re.compile(r"""save_figure\(\s*[\w.]+\s*,\s*(f?)(["'])([^"']+)\2""")
+# a Python warning as `warnings` prints it: "PATH:LINE: CategoryWarning: message", then the source line, indented
+_WARNING = re.compile(r"^\S[^\n]*?:\d+: \w*Warning: [^\n]*(?:\n|$)(?:[ \t][^\n]*(?:\n|$))*", re.M)
 
-def record_notebook(executed, # the executed notebook (papermill's output)
+def _machine_paths(roots) -> list:
+    "(pattern, replacement) pairs that turn this machine's absolute paths into paths a reader can use, most specific first."
+    import tempfile
+    subs = [(r"/[^\s'\"]*?/lib/python3\.\d+/site-packages/", "site-packages/")]   # an installed package, wherever its environment is
+    for r in sorted({str(Path(r)) for r in roots} | {str(Path(r).resolve()) for r in roots}, key=len, reverse=True):
+        subs += [(re.escape(r) + "/", ""), (re.escape(r) + r"(?![\w.-])", ".")]   # the repository: paths relative to its root
+    for t in {tempfile.gettempdir(), "/tmp"}:   # a temporary folder (and its random name): named as such
+        subs.append((re.escape(t.rstrip("/")) + r"/[^/\s'\"]+", "<temporary folder>"))
+    subs.append((re.escape(str(Path.home())) + r"(?=/)", "~"))
+    return [(re.compile(p), s) for p, s in subs]
+
+def _for_readers(text:str, subs:list, stderr:bool=False) -> str:
+    "`text` with machine paths made relative; on stderr, Python warnings (a path, a line of code) dropped."
+    # warnings name the file that raised them (a temporary cell file, the environment's numpy): noise to a reader of the
+    # record, who gets the tables; the executed notebook in runs/ keeps them
+    if stderr: text = _WARNING.sub("", text)
+    for p, s in subs: text = p.sub(s, text)
+    return text
+
+def _tidy_output(o, subs):
+    "An output with its text made reader-facing (None if nothing is left of it)."
+    if o.get("output_type") == "stream":
+        o["text"] = _for_readers(o["text"], subs, stderr=o.get("name") == "stderr")
+        return o if o["text"].strip() else None
+    for k, v in o.get("data", {}).items():
+        if k.startswith("text/"): o["data"][k] = _for_readers(v if isinstance(v, str) else "".join(v), subs)
+    if o.get("output_type") == "error":
+        o["evalue"] = _for_readers(o.get("evalue", ""), subs); o["traceback"] = [_for_readers(t, subs) for t in o.get("traceback", [])]
+    return o
+
+def record_notebook(executed, # the executed notebook (papermill's output), or a record to tidy again
                     dest, # where the record goes, e.g. figures/cpu/notebooks/e00_corpus.ipynb
-                    header:dict, # what the top cell states: profile, device, git_sha, finished, duration_s
+                    header:dict|None=None, # what the top cell states: profile, device, git_sha, finished, duration_s (None: `executed` is a record and keeps its own)
                     saved=None, # file names of the figures this run wrote (None: any PNG beside the record's folder)
                     max_output_kb:int=100, # larger outputs become a note
+                    roots=None, # the clone(s) the run used, whose absolute paths become relative (default: this repository)
                    ) -> Path:
-    "Write the record of an executed experiment notebook: its outputs without embedded images, each saved figure linked."
+    "Write the record of an executed experiment notebook: no embedded images, each saved figure linked, no machine paths."
     import nbformat
     nb = nbformat.read(executed, as_version=4)
+    subs = _machine_paths(roots or [repo_root(required=True)])
     figdir = Path(dest).parent.parent
     for c in nb.cells:
+        c.source = _for_readers(c.source, subs)   # papermill's injected `out_dir` is absolute
         if c.cell_type != "code": continue
         names = [m.group(3) for m in _SAVED.finditer(c.source) if not m.group(1)]  # literal names, in order
         names = [n for n in names if (figdir/f"{n}.png").is_file() and (saved is None or f"{n}.png" in saved)]
@@ -209,16 +244,19 @@ def record_notebook(executed, # the executed notebook (papermill's output)
             if "image/png" in data or "image/svg+xml" in data: images += 1; continue
             if len(json.dumps(o)) > max_output_kb * 1024:
                 o = nbformat.v4.new_output("stream", name="stdout", text=f"[an output over {max_output_kb} kB, not kept in the record]\n")
-            kept.append(o)
+            if (o := _tidy_output(o, subs)) is not None: kept.append(o)
+        linked = {o.get("data", {}).get("text/markdown") for o in kept}   # a record tidied again keeps its links once
         kept += [nbformat.v4.new_output("display_data", data={"text/markdown": f"![{n}](../{n}.png)", "text/plain": f"[figure {n}.png]"})
-                 for n in names]
+                 for n in names if f"![{n}](../{n}.png)" not in linked]
         if images > len(names): kept.append(nbformat.v4.new_output("stream", name="stdout", text="[a figure not kept in the record: run the notebook to draw it]\n"))
         c.outputs = kept
-    sha = (header.get("git_sha") or "unknown")[:10]
-    nb.cells.insert(0, nbformat.v4.new_markdown_cell(
-        f"> **Recorded run** of `{Path(executed).stem}`: profile `{header.get('profile')}`, {header.get('device')}, commit `{sha}`, "
-        f"finished {header.get('finished')}, {header.get('duration_s', 0):.0f} s. Parameters: the injected cell below. "
-        f"Figures are the PNG files this run saved; rerun with `python -m sage_paper.reproduce --profile {header.get('profile')}`."))
+    if header is not None:
+        sha = (header.get("git_sha") or "unknown")[:10]
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+            f"> **Recorded run** of `{Path(executed).stem}`: profile `{header.get('profile')}`, {header.get('device')}, commit `{sha}`, "
+            f"finished {header.get('finished')}, {header.get('duration_s', 0):.0f} s. Parameters: the injected cell below (paths are "
+            f"relative to the repository root). Figures are the PNG files this run saved; rerun with "
+            f"`python -m sage_paper.reproduce --profile {header.get('profile')}`."))
     nb.metadata.pop("papermill", None)
     for c in nb.cells: c.metadata.pop("papermill", None); c.metadata.pop("execution", None)
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
@@ -257,12 +295,16 @@ def run_notebook(nb_path, # an experiment notebook
                  timeout:int|None=None, # seconds per cell
                 ) -> tuple:
     "Execute one notebook with papermill; return (status, error) and never raise on a failing cell."
-    import logging, papermill as pm
+    import logging, papermill as pm, zmq
+    from traitlets.config import Config
     logging.getLogger("papermill.translators").setLevel(logging.ERROR)  # its type inspection splits lines at '=' and warns on "GQA G=2"
+    # the kernel's sockets encrypted (CurveZMQ keys from the kernel manager) where libzmq can: no "running over TCP without
+    # encryption" warning from every kernel
+    enc = Config({"KernelManager": {"transport_encryption": "auto" if zmq.has("curve") else "disabled"}})
     Path(executed_path).parent.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(str(nb_path), str(executed_path), parameters=params, kernel_name="python3", language="python",
-                            cwd=str(Path(nb_path).parent), progress_bar=False, execution_timeout=timeout)
+                            cwd=str(Path(nb_path).parent), progress_bar=False, execution_timeout=timeout, config=enc)
         return "ok", None
     except Exception as e:
         msg = getattr(e, "evalue", None) or str(e)
