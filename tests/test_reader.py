@@ -30,10 +30,7 @@ BUILDER_WORDS = re.compile(r"\b(issues?|tickets?|helpers?)\b|sessions? that (bui
 
 E03 = "e03's wording ('the project issues', 'the default model of the issue', 'From the issues ... before this work'): its rerun fixes it"
 KNOWN = {   # file -> why it still fails the scan (each a strict xfail: remove the entry once the file is fixed)
-    "nbs/experiments/e03_askvhs.ipynb": E03, "figures/cpu/notebooks/e03_askvhs.ipynb": E03, "figures/cpu-long/notebooks/e03_askvhs.ipynb": E03,
-    "nbs/19_results.ipynb": "'the ratios the issues and the paper ask about' (the cell after 'The context sweep')",
-    "nbs/10_evaluate.ipynb": "cites shared/PAPERS.md, outside the repository (the notes are docs/papers.md)",
-    "nbs/17_claims.ipynb": "a test cell writes its tables to /tmp/_claims_test (tempfile.mkdtemp() would name no folder)",
+    "figures/cpu/notebooks/e03_askvhs.ipynb": E03, "figures/cpu-long/notebooks/e03_askvhs.ipynb": E03,
 }
 
 
@@ -219,9 +216,7 @@ def test_stored_figures_are_drawn_at_100_dpi_or_more(path):
 
 # -- run time and data, at the top of every notebook ----------------------------------------------------------------
 
-NO_HEADER = {"nbs/10_evaluate.ipynb": "about 15 seconds, a dozen Bach chorales from music21's corpus",
-             "nbs/15_askvhs_study.ipynb": "about 15 seconds, ten Bach chorales and toy models",
-             "nbs/17_claims.ipynb": "about 10 seconds, no corpus"}
+NO_HEADER = {}  # notebook -> why it does not say yet
 
 @pytest.mark.parametrize("path", [pytest.param(p, id=p.name, marks=[pytest.mark.xfail(strict=True, reason=NO_HEADER[f"nbs/{p.name}"])]
                                                 if f"nbs/{p.name}" in NO_HEADER else []) for p in sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))])
