@@ -194,6 +194,7 @@ def convergence(history:list, # the trainer's rows (with 'val_loss' where it was
                 best_frac:float=0.9, # rule 1: converged if the best step is at most this fraction of `steps`
                 window:float=0.25, # rule 2: the final fraction of the stable phase read for a plateau
                 tol:float=0.005, # rule 2: relative improvement under which the curve is a plateau
+                min_after:int=2, # rule 1 also needs this many evaluations after the best (one worse evaluation is noise)
                )->dict: # converged (bool), why (words), best_step, best_val, tail_gain
     "Has training converged? Rule 1: best validation step <= `best_frac` x steps; rule 2: < `tol` gain over the last `window` of the stable phase."
     pts = [(r['step'], r['val_loss']) for r in history if r.get('val_loss') is not None and r['step'] <= steps]
@@ -207,7 +208,8 @@ def convergence(history:list, # the trainer's rows (with 'val_loss' where it was
         w0 = s1 - window * (s1 - s0)
         ref, win = v[(st >= s0) & (st <= w0)], v[(st > w0) & (st <= s1)]
         if len(ref) and len(win): out['tail_gain'] = float((ref[-1] - win.min()) / ref[-1])
-    if best <= best_frac * steps: return {**out, 'converged': True, 'why': f"best validation at step {best} of {steps}"}
+    if best <= best_frac * steps and (st > best).sum() >= min_after:
+        return {**out, 'converged': True, 'why': f"best validation at step {best} of {steps}"}
     g = out['tail_gain']
     if np.isfinite(g) and g < tol:
         return {**out, 'converged': True, 'why': f"plateau: validation improved {g:.2%} over the last {window:.0%} of the stable-rate phase"}
