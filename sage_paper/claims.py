@@ -427,7 +427,7 @@ def ledger(fig_dir=None, # the results folder; default `figures/`
             "held_back", "interval_verdict", "note", "profile", "notebook"]
     return pd.DataFrame(rows, columns=cols)
 
-UNITS = {**dict.fromkeys(["S-pool-speed", "S-ASKVHS-speed", "D-memory", "D-speed"], "ratio"),
+UNITS = {**dict.fromkeys(["S-pool-speed", "S-ASKVHS-speed", "S-ASKVHS-GQA-speed", "D-memory", "D-speed"], "ratio"),
          **dict.fromkeys(["D3-longrange", "D3-compressed", "D-control"], "nats"), "S-subjective": "share"}  # every other claim: a relative change
 
 def _fmt(r)->str:
