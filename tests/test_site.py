@@ -81,6 +81,15 @@ def test_index_and_a_notebook_page_show_their_figures(site, browser):
     browser.get((site / "index.html").as_uri())
     imgs = images_rendered(browser, n_readme)
     assert sum(s.startswith("figures/") for s, _, _ in imgs) == n_readme, imgs
+    # the reader's answer comes first: the first section is "What we found", with a finding per paper before the claims table
+    heads = browser.execute_script("return Array.from(document.querySelectorAll('h2')).map(h => h.textContent.trim())")
+    assert heads and heads[0].startswith("What we found"), heads
+    found = browser.execute_script("""const h = Array.from(document.querySelectorAll('h2')).find(h => h.textContent.startsWith('What we found'));
+        let t = '', e = h.nextElementSibling; while (e && e.tagName !== 'H2') { t += e.textContent + '\\n'; e = e.nextElementSibling; } return t;""")
+    assert "SAGE-Music" in found and "DSMR" in found and "[" in found and "seed" in found, found[:500]
+    # the claims' figure says how to read it: its legend, in words, under the picture (threshold, paper, verdict colours)
+    alt = browser.execute_script("return Array.from(document.images).map(i => i.alt).find(a => a.startsWith('Every claim')) || ''")
+    assert all(w in alt for w in ("threshold", "paper", "better", "holds", "fails")), alt
     # the navigation links every notebook's page, and each link leads to a file of the site
     hrefs = browser.execute_script("return Array.from(document.querySelectorAll('#site-nav a')).map(a => a.href)")
     want = {(site / p.relative_to(ROOT)).with_suffix(".html").as_uri() for p in sage_site.notebooks()}
