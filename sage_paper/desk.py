@@ -12,7 +12,7 @@ import pandas as pd
 from .core import repo_root
 from .data import load_corpus, read_midi
 from .tokenizer import TOKENIZER_KINDS, encode, decode
-from .evaluate import HELDOUT, prompt_and_reference, window_sampler, sample_bars, model_attr_table
+from .evaluate import HELDOUT, prompt_and_reference, cached_sampler, sample_bars, model_attr_table
 from .listen import audio, show_pair, instrument_name
 from .explore import (Checkpoint, load_checkpoint, list_checkpoints, explorer_tokenizer, token_view, tokens_html,
                                 _as_scores)
@@ -39,7 +39,7 @@ def continue_bars(ck:Checkpoint, # a checkpoint (`explore.load_checkpoint`)
     if pr is None: raise ValueError(f"the piece has fewer than {prompt_bars + 1} bars in {ck.name}'s tokens: too short for a {prompt_bars}-bar prompt")
     prompt, _, first = pr
     budget = 3 * bars * math.ceil(len(prompt) / prompt_bars) + 16  # about three times the prompt's tokens per bar
-    sampler = window_sampler(tok, top_p, temperature, seed, attr_of=model_attr_table(model, tok))
+    sampler = cached_sampler(tok, top_p, temperature, seed, attr_of=model_attr_table(model, tok))  # KV-cached, stops where the bars end
     g = sample_bars(model, tok, [prompt], [first], bars, [budget], sampler)[0]
     return decode(tok, prompt), decode(tok, np.concatenate([prompt, g]))
 

@@ -26,8 +26,8 @@ __all__ = ['HELDOUT', 'VALID', 'SCORED', 'REPEAT_BUCKETS', 'BOOT_STATS', 'Tokeni
            'window_batches', 'heldout_windows', 'LMConfig', 'seq_len_for', 'model_config', 'convergence', 'LMRun',
            'heldout_rows', 'train_lm', 'piece_nll', 'heldout_bits_per_note', 'parallel_runs', 'bar_token_table',
            'token_bars', 'continuation_notes', 'prompt_and_reference', 'model_attr_table', 'window_sampler',
-           'sample_bars', 'continuation_nmsi', 'lm_trial', 'plot_learning_curves', 'token_repeats', 'repeat_bucket',
-           'stream_token_nll', 'repeat_losses', 'bootstrap', 'bootstrap_ci', 'PeakMemory', 'StepClock']
+           'cached_sampler', 'sample_bars', 'continuation_nmsi', 'lm_trial', 'plot_learning_curves', 'token_repeats',
+           'repeat_bucket', 'stream_token_nll', 'repeat_losses', 'bootstrap', 'bootstrap_ci', 'PeakMemory', 'StepClock']
 
 # %% ../nbs/10_evaluate.ipynb #47540788
 HELDOUT = ("valid", "test")   # the splits that models (and BPE) never learn from
@@ -194,6 +194,7 @@ def convergence(history:list, # the trainer's rows (with 'val_loss' where it was
                 best_frac:float=0.9, # rule 1: converged if the best step is at most this fraction of `steps`
                 window:float=0.25, # rule 2: the final fraction of the stable phase read for a plateau
                 tol:float=0.005, # rule 2: relative improvement under which the curve is a plateau
+                min_after:int=2, # rule 1 also needs this many evaluations after the best (one worse evaluation is noise)
                )->dict: # converged (bool), why (words), best_step, best_val, tail_gain
     "Has training converged? Rule 1: best validation step <= `best_frac` x steps; rule 2: < `tol` gain over the last `window` of the stable phase."
     pts = [(r['step'], r['val_loss']) for r in history if r.get('val_loss') is not None and r['step'] <= steps]
@@ -207,7 +208,8 @@ def convergence(history:list, # the trainer's rows (with 'val_loss' where it was
         w0 = s1 - window * (s1 - s0)
         ref, win = v[(st >= s0) & (st <= w0)], v[(st > w0) & (st <= s1)]
         if len(ref) and len(win): out['tail_gain'] = float((ref[-1] - win.min()) / ref[-1])
-    if best <= best_frac * steps: return {**out, 'converged': True, 'why': f"best validation at step {best} of {steps}"}
+    if best <= best_frac * steps and (st > best).sum() >= min_after:
+        return {**out, 'converged': True, 'why': f"best validation at step {best} of {steps}"}
     g = out['tail_gain']
     if np.isfinite(g) and g < tol:
         return {**out, 'converged': True, 'why': f"plateau: validation improved {g:.2%} over the last {window:.0%} of the stable-rate phase"}
@@ -397,6 +399,8 @@ def prompt_and_reference(tok, # the tokenizer
     return np.asarray(ids[s:p]), np.asarray(ids[p:e]), b0 + prompt_bars
 
 # %% ../nbs/10_evaluate.ipynb #b00e5bfb
+from .generate import Decoder
+
 def model_attr_table(model:MusicTransformer, # a decoder
                      tok, # its tokenizer
                     )->np.ndarray|None:
@@ -428,19 +432,57 @@ def window_sampler(tok, # the tokenizer of the model (its grammar)
         return [np.asarray(x[:max_new_tokens], dtype=np.int64) for x in new]
     return sample
 
+def cached_sampler(tok, # the tokenizer of the model (its grammar)
+                   top_p:float=0.95, # nucleus sampling
+                   temperature:float=1.0, # softmax temperature
+                   seed:int=0, # seeds the draws
+                   attr_of=None, # attribute table (AS-KVHS flat models)
+                   mode:str="eager", # the `Decoder`'s mode
+                   top_k:int=0, # keep the k most likely tokens; 0: all (1: greedy)
+                   threads:int|None=1, # torch CPU threads while decoding, restored afterwards; None: leave the setting alone
+                  ):
+    "`sample(model, prompts, max_new_tokens, stop) -> [new ids]`: `window_sampler`'s windows and draws, each window streamed from one KV cache, the grammar reading the whole piece, stopped at the first token after which every prompt's `stop` holds."
+    grammar, sampling = grammar_for(tok), SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
+    def sample(model, prompts:list, max_new_tokens:int, stop) -> list:
+        if not len(prompts): return []
+        dev, L = next(model.parameters()).device, model.cfg.max_seq_len
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        step = max(1, L // 4)  # a full window slides by this many tokens, as window_sampler's does
+        seqs, new = [np.asarray(p, dtype=np.int64) for p in prompts], [[] for _ in prompts]
+        dec = Decoder(model, len(prompts), L, mode, sampling, grammar, attr_of)  # one cache of a full window, reused by every window
+        was = torch.get_num_threads()
+        if threads and dev.type == "cpu": torch.set_num_threads(threads)
+        try:
+            done = [bool(stop(k, new[k])) for k in range(len(new))]  # a prompt once stopped stays stopped
+            while not all(done) and len(new[0]) < max_new_tokens:
+                c = min(L - step, min(len(s) for s in seqs))  # the same context length for the whole batch
+                ctx = torch.from_numpy(np.stack([s[len(s) - c:] for s in seqs])).to(dev)  # (B, c) or (B, c, F): the last c tokens
+                state = [grammar.start(torch.from_numpy(s)[None]) for s in seqs]  # after the whole piece so far, not only the window
+                state = tuple(torch.cat(f) for f in zip(*state))  # (B,) per field of the state
+                for tok in dec.stream(ctx, min(L - c, max_new_tokens - len(new[0])), gen, state):  # until the window is full
+                    for k, t in enumerate(tok.cpu().numpy()): new[k].append(t)
+                    done = [d or bool(stop(k, new[k])) for k, d in enumerate(done)]
+                    if all(done): break
+                seqs = [np.concatenate([np.asarray(p, dtype=np.int64), np.asarray(x, dtype=np.int64)]) for p, x in zip(prompts, new)]
+        finally: torch.set_num_threads(was)
+        return [np.asarray(x, dtype=np.int64) for x in new]
+    return sample
+
 def sample_bars(model:MusicTransformer, # a decoder for `tok`
                 tok, # its tokenizer
                 prompts:list, # token ids of each prompt, ending where bar `first_bars[k]` begins
                 first_bars:list, # the tokenizer bar (`token_bars`) each continuation starts
                 bars:int, # bars to sample after each prompt
                 budgets:list, # most tokens sampled per prompt
-                sampler=None, # `window_sampler(...)`; None: the default sampler with seed 0
+                sampler=None, # `window_sampler(...)` or `cached_sampler(...)`; None: `window_sampler` with seed 0
                )->list: # the new tokens of every prompt, up to the first token of bar first_bars[k] + bars
     "Continue every prompt by `bars` whole bars (or its budget): sampling stops, and the tokens are cut, where bar first + bars begins."
     sampler = sampler or window_sampler(tok, attr_of=model_attr_table(model, tok))
     end = [b + bars for b in first_bars]
+    is_bar = None if tok.is_multi_voc else bar_token_table(tok)  # built once here: `token_bars` builds it at every call, and `stop` runs after every token
     def cut(k, g):  # the generated tokens before the first token of bar `end[k]`
-        tb = token_bars(tok, np.concatenate([prompts[k], np.asarray(g, dtype=np.int64)]))[len(prompts[k]):]
+        ids = np.concatenate([prompts[k], np.asarray(g, dtype=np.int64)])
+        tb = (token_bars(tok, ids) if is_bar is None else np.cumsum(is_bar[ids]) - 1)[len(prompts[k]):]  # `token_bars`, its table at hand
         return int(np.searchsorted(tb, end[k])) if len(tb) else 0
     gens = sampler(model, prompts, max(budgets), lambda k, g: len(g) > 0 and cut(k, g) < len(g))
     gens = [np.asarray(g, dtype=np.int64)[:budgets[k]] for k, g in enumerate(gens)]

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from .core import repo_root
+from .core import repo_root, check_ints
 from .data import load_corpus, read_midi
 from .bpe import bar_words, train_bpe, load_tokenizer
 from .attention import ATTENTION_KINDS, AttentionConfig, kv_head_map, kv_projection_map, kv_cache_bytes_per_token
 from .model import ModelConfig, MusicTransformer
-from .generate import generate
 from .recurrence import MemoryConfig, dsmr_variant, receptive_field, memory_bytes
-from .evaluate import LMConfig, tokenize_corpus, train_lm, heldout_rows, heldout_bits_per_note, model_config, model_attr_table
+from .evaluate import (LMConfig, tokenize_corpus, train_lm, heldout_rows, heldout_bits_per_note, model_config, model_attr_table,
+                                 cached_sampler, sample_bars, token_bars)
 from .listen import plot_piano_roll, audio, show_score, show_pair
 from .tokenizer import (grammar_for, TOKENIZER_KINDS, ATTRIBUTES, ATTR_COLORS, spec_for, encode, decode, token_parts,
                                   attribute_types, base_attribute)
@@ -377,25 +377,23 @@ def small_model(tok, # a MidiTok tokenizer (flat or pooled): sets the vocabulary
 
 def continue_piece(model, # a MusicTransformer for `tok`'s vocabulary
                    tok, # the tokenizer of `prompt`
-                   prompt, # (T,) or (T, F) token ids
-                   max_new_tokens:int=64, # tokens to add
+                   prompt, # (T,) or (T, F) token ids; longer than the model's context: it reads the last window
+                   max_new_tokens:int=64, # tokens to add (with `bars`: at most)
                    temperature:float=1.0, # softmax temperature
                    top_k:int=0, # keep the k most likely tokens; 0: all
                    top_p:float=1.0, # nucleus mass
                    seed:int=0, # sampling seed
+                   bars:int=0, # 0: add `max_new_tokens` tokens; k > 0: stop where the k-th bar after the prompt's last one ends
                   )->np.ndarray: # prompt + continuation, (T + n,) or (T + n, F)
-    "Continue `prompt` with `generate.generate` under `tok`'s grammar mask (AS-KVHS gets the attribute table)."
-    prompt = torch.as_tensor(np.asarray(prompt), dtype=torch.long)
-    L = model.cfg.max_seq_len
-    if len(prompt) + max_new_tokens > L:
-        raise ValueError(f"prompt of {len(prompt)} + max_new_tokens={max_new_tokens} exceeds the model's max_seq_len={L}")
-    dev = next(model.parameters()).device
-    attr = model_attr_table(model, tok)  # attribute ids for AS-KVHS, else None
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    with torch.no_grad():
-        out = generate(model, prompt.to(dev), max_new_tokens, grammar=grammar_for(tok), attr_of=attr, generator=gen,
-                       mode='eager', temperature=temperature, top_k=top_k, top_p=top_p)
-    return out[0].cpu().numpy()
+    "Continue `prompt` under `tok`'s grammar mask with `evaluate.cached_sampler` (KV-cached, sliding past the context; AS-KVHS gets the attribute table)."
+    check_ints(dict(max_new_tokens=max_new_tokens, bars=bars), positive=('max_new_tokens',), nonneg=('bars',))
+    prompt = np.asarray(prompt, dtype=np.int64)
+    sampler = cached_sampler(tok, top_p, temperature, seed, attr_of=model_attr_table(model, tok), top_k=top_k)
+    if bars:  # the bar after the prompt's last one is `first`: stop where bar first + bars begins
+        first = int(token_bars(tok, prompt)[-1]) + 1 if len(prompt) else 0
+        new = sample_bars(model, tok, [prompt], [first], bars, [max_new_tokens], sampler)[0]
+    else: new = sampler(model, [prompt], max_new_tokens, lambda k, g: False)[0]
+    return np.concatenate([prompt, new.reshape((-1,) + prompt.shape[1:])])  # (n,) or (n, F), also when n is 0
 
 # %% ../nbs/12_explore.ipynb #b19b23ab
 def trained_model(tok=None, # a MidiTok tokenizer (flat, BPE or pooled); None: the corpus's base REMI
@@ -531,11 +529,12 @@ def playground(model=None, # a MusicTransformer, a `Checkpoint`, or a dict name 
                pieces=None, # prompts: a manifest, a dict name -> Score or path, or Scores; None: two Bach chorales
                corpus:str='music21-multitrack', # picks the default tokenizer spec and pieces
                prompt_tokens:int=64, # initial prompt length (in the chosen model's tokens)
-               max_new_tokens:int=64, # initial continuation length
+               max_new_tokens:int=64, # initial continuation length (with bars: at most)
+               bars:int=0, # initial bars to continue by; 0: by `max_new_tokens` tokens
                max_audio_seconds:float=30.0, # the Listen button renders at most this much
                engrave:bool=True, # engrave prompt and continuation (`listen.show_pair`) beside the piano roll
               ):
-    "A VBox: model, prompt piece, sampling temperature/top-k/top-p and a Generate button over a piano roll and engraved notation (and, on request, audio) of the result."
+    "A VBox: model, prompt piece, tokens or bars to add, sampling temperature/top-k/top-p and a Generate button over a piano roll and engraved notation (and, on request, audio) of the result."
     import ipywidgets as W
     models = _as_models(model.model if isinstance(model, Checkpoint) else model, model.tok if isinstance(model, Checkpoint) else tok, corpus)
     if pieces is None:
@@ -544,8 +543,9 @@ def playground(model=None, # a MusicTransformer, a `Checkpoint`, or a dict name 
     L = models[next(iter(models))][0].cfg.max_seq_len
     c = dict(model=W.Dropdown(options=list(models), description='model'),
              piece=W.Dropdown(options=list(scores), description='prompt'),
-             prompt=W.IntSlider(value=min(prompt_tokens, L // 2), min=1, max=L // 2, description='prompt tokens'),
-             new=W.IntSlider(value=min(max_new_tokens, L // 2), min=1, max=L // 2, description='new tokens'),
+             prompt=W.IntSlider(value=min(prompt_tokens, 2 * L), min=1, max=2 * L, description='prompt tokens'),
+             new=W.IntSlider(value=min(max_new_tokens, 4 * L), min=1, max=4 * L, description='new tokens'),
+             bars=W.IntSlider(value=bars, min=0, max=16, description='bars'),
              temperature=W.FloatSlider(value=1.0, min=0.1, max=2.0, step=0.05, description='temperature'),
              top_k=W.IntSlider(value=0, min=0, max=100, description='top-k'),
              top_p=W.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description='top-p'),
@@ -569,20 +569,23 @@ def playground(model=None, # a MusicTransformer, a `Checkpoint`, or a dict name 
     def show_prompt(_=None):
         state['prompt'] = encode(models[c['model'].value][1], scores[c['piece'].value])[:c['prompt'].value]
         show(state['prompt'], 'prompt')
-    def pick_model(_=None):  # the sliders reach half of this model's context (a shorter one clips their values)
-        c['new'].max = c['prompt'].max = models[c['model'].value][0].cfg.max_seq_len // 2
+    def pick_model(_=None):  # the sliders scale with this model's context (a shorter one clips their values)
+        L = models[c['model'].value][0].cfg.max_seq_len
+        c['prompt'].max, c['new'].max = 2 * L, 4 * L
         show_prompt()
     def generate_(_=None):
         m, tok = models[c['model'].value]
-        try: ids = continue_piece(m, tok, state['prompt'], c['new'].value, c['temperature'].value, c['top_k'].value, c['top_p'].value, c['seed'].value)
+        b = c['bars'].value
+        try: ids = continue_piece(m, tok, state['prompt'], c['new'].value, c['temperature'].value, c['top_k'].value, c['top_p'].value,
+                                  c['seed'].value, b)
         except ValueError as e: info.value = f"<pre>{html.escape(str(e))}</pre>"; return
         state['ids'] = ids
         show(ids, f"{c['model'].value}: prompt {len(state['prompt'])} + {len(ids) - len(state['prompt'])} sampled tokens "
-                  f"(T={c['temperature'].value:g}, top-k={c['top_k'].value}, top-p={c['top_p'].value:g})", state['prompt'])
+                  f"(T={c['temperature'].value:g}, top-k={c['top_k'].value}, top-p={c['top_p'].value:g}{f', bars={b}' if b else ''})", state['prompt'])
     c['model'].observe(pick_model, 'value'); c['piece'].observe(show_prompt, 'value'); c['prompt'].observe(show_prompt, 'value')
     run.on_click(generate_); play.on_click(listen_)
     show_prompt()
-    box = W.VBox([W.HBox([c['model'], c['piece'], c['prompt'], c['new']]), W.HBox([c['temperature'], c['top_k'], c['top_p']]),
+    box = W.VBox([W.HBox([c['model'], c['piece'], c['prompt'], c['new']]), W.HBox([c['bars'], c['temperature'], c['top_k'], c['top_p']]),
                   W.HBox([c['seed'], run, play]), W.HBox([img, notation], layout=W.Layout(flex_flow='row wrap', align_items='flex-start')),
                   info, sound])
     box.controls, box.outputs, box.state = {**c, 'run': run, 'listen': play}, dict(image=img, notation=notation, info=info, audio=sound), state

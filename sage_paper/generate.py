@@ -278,6 +278,17 @@ def _decode(self:Decoder, prompt, n:int, generator):
     return (seq, logits) if self.keep_logits else seq
 
 @patch
+def _load(self:Decoder, tok, state, lg):
+    "Put the first new token `tok` (chosen from logits `lg`, None: none kept) and the grammar `state` after it into the fixed-shape buffers."
+    if state is not None:
+        if self.state_buf is None: self.state_buf = [s.clone() for s in state]
+        for b, s in zip(self.state_buf, state): b.copy_(s)
+    self.tok_buf.copy_(tok); self.out_buf[:, 0] = tok; self.step_buf.fill_(1)
+    if self.uses_attr: self.attr_buf.copy_(self._attr(tok))
+    if self.keep_logits and lg is not None:
+        for b, l in zip(self.logits_buf, lg if self.pooled else [lg]): b[:, 0] = l
+
+@patch
 def _steps(self:Decoder, tok, state, lg, n:int, generator)->tuple:
     "`tok` (chosen from logits `lg`) and `n - 1` more tokens, each fed back in turn (eager loop, or the fixed-shape body): (B, n[, F]), logits."
     if self.mode == 'eager':
@@ -290,13 +301,7 @@ def _steps(self:Decoder, tok, state, lg, n:int, generator)->tuple:
         if self.keep_logits and logits[0] is not None:
             logits = [torch.stack(f, 1) for f in zip(*logits)] if self.pooled else torch.stack(logits, 1)
     else:
-        if state is not None:
-            if self.state_buf is None: self.state_buf = [s.clone() for s in state]
-            for b, s in zip(self.state_buf, state): b.copy_(s)
-        self.tok_buf.copy_(tok); self.out_buf[:, 0] = tok; self.step_buf.fill_(1)
-        if self.uses_attr: self.attr_buf.copy_(self._attr(tok))
-        if self.keep_logits and lg is not None:
-            for b, l in zip(self.logits_buf, lg if self.pooled else [lg]): b[:, 0] = l
+        self._load(tok, state, lg)
         if n > 1:
             run = self._runner(self.max_len - self.length)
             for _ in range(n - 1):
@@ -333,6 +338,52 @@ def extend(self:Decoder,
     finally: self.model.train(was)
     self.length = L + max_new_tokens  # tok and every new token but the last are cached
     return out[:, 1:]
+
+# %% ../nbs/08_generate.ipynb #d10f786c
+@patch
+def stream(self:Decoder,
+           prompt:torch.Tensor, # (B, T) flat or (B, T, F) pooled token ids; (T,) / (T, F) for one sequence
+           max_new_tokens:int, # at most this many tokens are yielded
+           generator:torch.Generator|None=None, # seeds the sampling draws
+           state:tuple|None=None, # the grammar's state after the prompt, e.g. `grammar.start` of the longer piece it was cut from; None: `grammar.start(prompt)`
+          ):
+    "An iterator over the new tokens, (B,) or (B, F) each, in the order the call chooses them; stop iterating to stop decoding."
+    prompt = self._check_prompt(prompt, max_new_tokens)  # the errors come now, not at the first token
+    if state is not None:
+        if self.grammar is None: raise ValueError("state: this decoder has no grammar to start from it")
+        state = tuple(torch.as_tensor(s, device=self.device) for s in state)
+        if any(s.shape[:1] != prompt.shape[:1] for s in state):
+            raise ValueError(f"state: expected one row per sequence ({prompt.shape[0]}), got shapes {[tuple(s.shape) for s in state]}")
+    self.cache.pos.zero_(); self.cache.length = 0
+    return self._stream(prompt, max_new_tokens, generator, state)
+
+@patch
+@torch.inference_mode()  # on a generator: entered at every step and left at every yield (the caller's code runs outside)
+def _stream(self:Decoder, prompt, n:int, generator, state):
+    "Prefill, then yield each token as it is chosen: the eager loop, or the fixed-shape step run once per token."
+    m, was = self.model, self.model.training
+    m.eval()
+    try:
+        lg = m(prompt, self._attr(prompt), cache=self.cache)  # prefill: (B, T, V) or F x (B, T, V_f)
+        lg = [l[:, -1] for l in lg] if self.pooled else lg[:, -1]
+        self.length = prompt.shape[1]
+        if self.grammar is not None and state is None: state = self.grammar.start(prompt)
+        tok, state = self._choose(lg, state, self._draw(generator))
+        yield tok
+        if self.mode == 'eager':
+            for _ in range(n - 1):
+                lg = self._step(tok, self._attr(tok)); self.length += 1
+                tok, state = self._choose(lg, state, self._draw(generator))
+                yield tok
+        elif n > 1:
+            self._load(tok, state, lg)
+            run = self._runner(self.max_len - self.length)
+            for i in range(1, n):
+                if self.noise_buf is not None:
+                    for b in self.noise_buf: b.exponential_(generator=generator)  # this step's draws, read by the step
+                run(); self.length += 1
+                yield self.out_buf[:, i].clone()
+    finally: m.train(was)
 
 # %% ../nbs/08_generate.ipynb #024dff23
 def generate(model:MusicTransformer, # the model, on the device to decode on

@@ -145,7 +145,7 @@ def plot_piano_roll(score, # a symusic Score or the path of a MIDI file
     n = len(tracks)
     colors = (plt.get_cmap("tab10").colors if n <= 10 else plt.get_cmap("tab20").colors if n <= 20
               else plt.get_cmap("hsv")(np.linspace(0, 1, n, endpoint=False)))
-    if ax is None: _, ax = plt.subplots(figsize=figsize, dpi=72)
+    if ax is None: _, ax = plt.subplots(figsize=figsize, dpi=100)
     lo, hi, end = 127, 0, 0.0
     for i, t in enumerate(tracks):
         a = t.notes.numpy()

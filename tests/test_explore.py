@@ -249,10 +249,40 @@ def test_continue_piece_and_playground_errors(chorales):
     tok = explorer_tokenizer('REMI')
     model = small_model(tok, max_seq_len=64)
     prompt = encode(tok, scores[0])[:40]
-    with pytest.raises(ValueError, match='max_seq_len=64'): continue_piece(model, tok, prompt, 30)
     out = continue_piece(model, tok, prompt, 24, seed=2)
     assert (out == continue_piece(model, tok, prompt, 24, seed=2)).all() and (out[:40] == prompt).all()
+    with pytest.raises(ValueError, match='max_new_tokens'): continue_piece(model, tok, prompt, 0)
+    with pytest.raises(ValueError, match='bars'): continue_piece(model, tok, prompt, 8, bars=-2)
+    with pytest.raises(ValueError, match='prompt'): continue_piece(model, tok, prompt[:0], 8)
     with pytest.raises(ValueError, match='vocabulary'): playground(small_model(explorer_tokenizer('TSD')), tok, man)
+
+
+def test_continue_piece_goes_past_the_context_and_reads_a_long_prompt_through_its_last_window(chorales):
+    "A 64-token context: 40 + 100 tokens slide the window (the first 24 new tokens are those of a continuation that fits), and a 150-token prompt works."
+    _, scores = chorales
+    tok = explorer_tokenizer('REMI')
+    model = small_model(tok, max_seq_len=64)
+    ids = encode(tok, scores[0])
+    long = continue_piece(model, tok, ids[:40], 100, seed=2)
+    assert long.shape == (140,) and (long[:64] == continue_piece(model, tok, ids[:40], 24, seed=2)).all()
+    assert tok.tokens_errors(long.tolist()) == 0
+    out = continue_piece(model, tok, ids[:150], 30, seed=0)
+    assert out.shape == (180,) and (out[:150] == ids[:150]).all() and tok.tokens_errors(out.tolist()) == 0
+
+
+def test_continue_piece_by_bars_flat_and_pooled(chorales):
+    "bars=k: the tokens of an unbounded continuation with the same seed, cut just before the k-th bar after the prompt's last one ends."
+    from sage_paper.evaluate import token_bars
+    from sage_paper.explore import load_checkpoint
+    _, scores = chorales
+    for name in ('MHA', 'CPWord (pooled)'):
+        ck = load_checkpoint(name)
+        p = encode(ck.tok, scores[1])[:30]
+        two = continue_piece(ck.model, ck.tok, p, 600, top_p=0.95, seed=3, bars=2)
+        more = continue_piece(ck.model, ck.tok, p, len(two) - 30 + 1, top_p=0.95, seed=3)
+        tb = token_bars(ck.tok, more)
+        assert (more[:len(two)] == two).all() and (tb[len(two) - 1], tb[len(two)]) == (tb[29] + 2, tb[29] + 3), name
+        assert two.shape[1:] == p.shape[1:]   # (T + n,) flat, (T + n, F) pooled
 
 
 def test_playground_picks_among_models_and_names_a_mismatched_one(chorales):
@@ -261,11 +291,11 @@ def test_playground_picks_among_models_and_names_a_mismatched_one(chorales):
     models = {'small': small_model(tok, max_seq_len=96), 'other seed': small_model(tok, seed=1, max_seq_len=200)}
     pg = playground(models, tok, man, prompt_tokens=200, max_new_tokens=200)
     c = pg.controls
-    assert c['model'].options == ('small', 'other seed') and c['prompt'].max == 48 and c['new'].max == 48  # the chosen model's context
+    assert c['model'].options == ('small', 'other seed') and c['prompt'].max == 192 and c['new'].max == 384  # the chosen model's context
     c['run'].click(); a = pg.state['ids']
     c['model'].value = 'other seed'; c['run'].click()
     assert (pg.state['ids'] != a).any() and pg.outputs['info'].value.startswith('other seed:')
-    assert c['prompt'].max == c['new'].max == 100 and c['prompt'].value == 48  # a longer context: the sliders reach further
+    assert (c['prompt'].max, c['new'].max, c['prompt'].value) == (400, 800, 192)  # a longer context: the sliders reach further
     with pytest.raises(ValueError, match="model 'tsd': its vocabulary"):
         playground({'ok': small_model(tok), 'tsd': small_model(explorer_tokenizer('TSD'))}, tok, man)
 
@@ -299,17 +329,20 @@ def test_playground_engraves_the_continuation_and_shows_why_when_verovio_fails(c
 
 
 def test_playground_gives_each_checkpoint_its_own_tokenizer_and_context(chorales):
+    from sage_paper.evaluate import token_bars
     from sage_paper.explore import load_checkpoint
     man, scores = chorales
     bpe, mha = load_checkpoint('BPE 2k'), load_checkpoint('MHA')
     pg = playground(pieces=man, prompt_tokens=30, max_new_tokens=20, engrave=False)
     c = pg.controls
-    assert c['prompt'].max == mha.model.cfg.max_seq_len // 2 and pg.outputs['notation'].value == ''
+    assert c['prompt'].max == 2 * mha.model.cfg.max_seq_len and pg.outputs['notation'].value == ''
     c['model'].value = 'BPE 2k'
-    half = bpe.model.cfg.max_seq_len // 2
-    assert c['prompt'].max == half and (pg.state['prompt'] == encode(bpe.tok, scores[0])[:min(30, half)]).all()
+    assert c['prompt'].max == 2 * bpe.model.cfg.max_seq_len and (pg.state['prompt'] == encode(bpe.tok, scores[0])[:30]).all()
     c['run'].click()
     assert pg.outputs['info'].value.startswith('BPE 2k: prompt') and pg.state['ids'].max() >= len(bpe.tok._vocab_base)  # learned tokens
+    c['bars'].value, c['new'].value = 2, c['new'].max; c['run'].click()   # two bars after the prompt's last one
+    tb = token_bars(bpe.tok, pg.state['ids'])
+    assert 'bars=2' in pg.outputs['info'].value and tb[-1] == tb[29] + 2 and len(pg.state['ids']) < 30 + c['new'].max
     one = playground(mha, pieces=man, prompt_tokens=20, max_new_tokens=10, engrave=False)   # a Checkpoint alone
     assert one.controls['model'].options == ('model',) and one.models['model'][1] is mha.tok
 

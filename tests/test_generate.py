@@ -144,6 +144,77 @@ def test_graph_warm_up_leaves_no_trace(remi, perturbed):
         assert torch.equal(plain(prompt, n, torch.Generator().manual_seed(n)), warmed(prompt, n, torch.Generator().manual_seed(n)))
 
 
+
+# --- streaming ----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["eager", "static"])
+def test_stream_yields_the_calls_tokens_flat_and_pooled_with_grammars(mode, remi, perturbed, small_corpus):
+    "Token by token, sampling and grammar included, a stream is the call: flat AS-KVHS on REMI with programs, and pooled CPWord."
+    flat = perturbed(ModelConfig(len(remi.vocab), **TINY, attention="askvhs", n_kv_head=2))
+    prompts = torch.stack([torch.from_numpy(encode(remi, read_midi(p))[:30]) for p in small_corpus.multitrack_path[:2]])  # (2, 30)
+    cp = spec_for("music21-multitrack", "CPWord").build()
+    pooled = perturbed(ModelConfig(0, **TINY, field_vocab_sizes=tuple(len(v) for v in cp.vocab)))
+    cprompts = torch.stack([torch.from_numpy(encode(cp, read_midi(p))[:12]) for p in small_corpus.multitrack_path[:2]])  # (2, 12, F)
+    for m, tok, pr, attr in ((flat, remi, prompts, attribute_types(remi)), (pooled, cp, cprompts, None)):
+        dec = Decoder(m, 2, 120, mode, SamplingConfig(temperature=1.2, top_p=0.9), grammar_for(tok), attr)
+        want = dec(pr, 60, torch.Generator().manual_seed(4))[:, pr.shape[1]:]
+        got = torch.stack(list(dec.stream(pr, 60, torch.Generator().manual_seed(4))), 1)  # (2, 60[, F])
+        assert torch.equal(got, want), (mode, type(tok).__name__)
+        for row in torch.cat([pr, got], 1).tolist(): assert tok.tokens_errors(row) == 0
+
+
+@pytest.mark.parametrize("mode", ["eager", "static"])
+def test_a_stopped_stream_leaves_its_cache_to_extend_and_the_model_as_it_was(mode, perturbed):
+    m = perturbed(ModelConfig(40, **TINY, attention="gqa", n_kv_head=2)).train()
+    prompt = torch.randint(0, 40, (2, 6), generator=torch.Generator().manual_seed(0))
+    dec = Decoder(m, 2, 50, mode, SamplingConfig(greedy=True))
+    ref = dec(prompt, 30)  # (2, 36)
+    assert m.training   # the call restored it
+    it = dec.stream(prompt, 30)
+    first = []
+    for tok in it:
+        assert not torch.is_inference_mode_enabled() and not m.training  # the caller runs outside inference mode; the model is in eval
+        first.append(tok)
+        if len(first) == 11: break
+    it.close()
+    assert m.training and dec.length == 6 + 10   # the last token yielded was never fed back
+    assert torch.equal(torch.stack(first, 1), ref[:, 6:17])
+    assert torch.equal(dec.extend(first[-1], 19), ref[:, 17:])
+
+
+def test_stream_masks_with_the_state_of_the_whole_piece(remi, perturbed):
+    """A window cut from a long run of notes at Position_8 holds no Position: started from the window alone, the grammar forgets
+    the position and lets time go back; started from the state of the whole piece, no Position at or before 8 comes before a Bar."""
+    m = perturbed(ModelConfig(len(remi.vocab), **TINY), scale=0.3)
+    v = remi.vocab
+    piece = torch.tensor([[v["Bar_None"], v["Position_8"]] + [v["Program_0"], v["Pitch_60"], v["Duration_1.0.8"]] * 20])  # (1, 62)
+    window, gr = piece[:, -30:], TokenGrammar(remi)
+    assert gr.start(piece)[1].tolist() == [8] and gr.start(window)[1].tolist() == [-1]
+    pos = {i: int(t.split("_")[1]) for t, i in v.items() if t.startswith("Position_")}
+    def positions(state, seed):  # the positions written before the first Bar
+        dec = Decoder(m, 1, 100, "eager", SamplingConfig(temperature=2.0), gr)
+        out = []
+        for tok in dec.stream(window, 60, torch.Generator().manual_seed(seed), state=state):
+            if int(tok) == v["Bar_None"]: break
+            if int(tok) in pos: out.append(pos[int(tok)])
+        return out
+    whole = [p for s in range(6) for p in positions(gr.start(piece), s)]
+    alone = [p for s in range(6) for p in positions(None, s)]
+    assert whole and min(whole) > 8, whole
+    assert min(alone) <= 8, alone   # the test can tell the two apart
+
+
+def test_stream_errors_come_at_the_call(perturbed, remi):
+    m = perturbed(ModelConfig(40, **TINY))
+    dec = Decoder(m, 2, 20)
+    with pytest.raises(ValueError, match="max_new_tokens"): dec.stream(torch.zeros(2, 5, dtype=torch.long), 16)
+    with pytest.raises(ValueError, match="batch"): dec.stream(torch.zeros(1, 5, dtype=torch.long), 4)
+    with pytest.raises(ValueError, match="no grammar"): dec.stream(torch.zeros(2, 5, dtype=torch.long), 4, state=(torch.zeros(2),))
+    mr = perturbed(ModelConfig(len(remi.vocab), **TINY))
+    dr, gr = Decoder(mr, 2, 20, grammar=TokenGrammar(remi)), TokenGrammar(remi)
+    bar = torch.full((2, 1), remi.vocab["Bar_None"])
+    with pytest.raises(ValueError, match="state: expected one row per sequence"): dr.stream(bar, 4, state=gr.start(bar[:1]))
+
 # --- sampling rules -----------------------------------------------------------------------------------------------------
 
 def test_seeds_make_sampling_reproducible(perturbed):

@@ -1,7 +1,8 @@
 """The rendered companion in a real browser: Debian's headless Chromium driven by Selenium.
 
 * the static site (`tools/site.py`): the README's figures and a notebook's figures render from file:// URLs,
-  every page is linked from the index, and 11_listen's page (executed for the site) plays its embedded audio and
+  every page is linked from the index, formulas are MathML the browser lays out (no MathJax), and 11_listen's
+  page (executed for the site) plays its embedded audio and
   shows engraved notation (verovio's inline SVG: staves, clefs, note heads drawn and visible);
 * a real JupyterLab server: each explorer of `sage_paper.explore` answers a control changed in the browser (attention,
   memory horizons, tokenization), and the playground generates and puts a playable <audio> in the page.
@@ -80,6 +81,15 @@ def test_index_and_a_notebook_page_show_their_figures(site, browser):
     browser.get((site / "index.html").as_uri())
     imgs = images_rendered(browser, n_readme)
     assert sum(s.startswith("figures/") for s, _, _ in imgs) == n_readme, imgs
+    # the reader's answer comes first: the first section is "What we found", with a finding per paper before the claims table
+    heads = browser.execute_script("return Array.from(document.querySelectorAll('h2')).map(h => h.textContent.trim())")
+    assert heads and heads[0].startswith("What we found"), heads
+    found = browser.execute_script("""const h = Array.from(document.querySelectorAll('h2')).find(h => h.textContent.startsWith('What we found'));
+        let t = '', e = h.nextElementSibling; while (e && e.tagName !== 'H2') { t += e.textContent + '\\n'; e = e.nextElementSibling; } return t;""")
+    assert "SAGE-Music" in found and "DSMR" in found and "[" in found and "seed" in found, found[:500]
+    # the claims' figure says how to read it: its legend, in words, under the picture (threshold, paper, verdict colours)
+    alt = browser.execute_script("return Array.from(document.images).map(i => i.alt).find(a => a.startsWith('Every claim')) || ''")
+    assert all(w in alt for w in ("threshold", "paper", "better", "holds", "fails")), alt
     # the navigation links every notebook's page, and each link leads to a file of the site
     hrefs = browser.execute_script("return Array.from(document.querySelectorAll('#site-nav a')).map(a => a.href)")
     want = {(site / p.relative_to(ROOT)).with_suffix(".html").as_uri() for p in sage_site.notebooks()}
@@ -136,6 +146,28 @@ def test_listen_page_plays_its_embedded_audio(site, browser):
     wait(browser, lambda d: d.execute_script("return arguments[0].currentTime", audio) > 0.2, 20,
          "currentTime did not advance while playing")
     assert browser.execute_script("return !arguments[0].paused && arguments[0].error === null", audio) is True
+
+
+MATH = """return Array.from(document.querySelectorAll('math[display=block]')).map(m => {
+    const r = m.getBoundingClientRect(), f = m.querySelector('mfrac');
+    const [num, den] = f ? Array.from(f.children).map(c => c.getBoundingClientRect()) : [null, null];
+    return {ns: m.namespaceURI, w: r.width, h: r.height, tokens: m.querySelectorAll('mi, mn, mo, mtext').length,
+            stacked: f ? num.bottom <= den.top + 1 && num.height > 0 && den.height > 0 : null};
+})"""
+
+
+def test_formulas_render_offline_as_mathml(site, browser):
+    "04's NMSI and bits per note, 09's memory bytes: MathML laid out by the browser itself (no MathJax, and no host resolves)."
+    for name, n in (("04_metrics", 4), ("09_recurrence", 1)):
+        page = site / "nbs" / f"{name}.html"
+        assert "mathjax" not in page.read_text(encoding="utf-8").lower()
+        browser.get(page.as_uri())
+        boxes = browser.execute_script(MATH)
+        assert len(boxes) >= n, (name, boxes)
+        for b in boxes:
+            assert b["ns"] == "http://www.w3.org/1998/Math/MathML" and b["w"] > 50 and b["h"] > 10 and b["tokens"] > 3, (name, b)
+        assert any(b["stacked"] for b in boxes if b["stacked"] is not None) or name == "09_recurrence", (name, boxes)  # a fraction, drawn as one
+        assert "$$" not in browser.find_element(By.TAG_NAME, "body").text
 
 
 SCORES = """return Array.from(document.querySelectorAll('figure.sage-score div > svg')).map(svg => {
