@@ -327,7 +327,7 @@ def askvhs_claims(t:dict, **kw)->list:
     return out
 
 # %% ../nbs/17_claims.ipynb #7979bf66
-from .dsmr_study import COPY_NATS, COPY_RATIO, control_test, repeat_sums
+from .dsmr_study import COPY_NATS, COPY_RATIO, control_test, control_note, repeat_sums
 
 DSMR = "DSMR"
 DSMR_CLAIMS = {
@@ -362,14 +362,6 @@ def _ppl_ratio(R:pd.DataFrame, a:str, b:str, **kw)->tuple:
     "Estimate and interval of ppl(b) / ppl(a) - 1 over seeds (seeds resampled per variant)."
     A, B = (R[R.variant == v].best_val_ppl.to_numpy()[:, None] for v in (a, b))
     return bootstrap(lambda x, y: y.mean() / x.mean() - 1, A, B, **kw), min(len(A), len(B))
-
-def _control_note(c:dict)->str:
-    "The control's numbers in words."
-    ci = lambda k: f"{c[k]:+.2f} [{c[k + '_ci'][0]:+.2f}, {c[k + '_ci'][1]:+.2f}]"
-    return (f"repeats >= 1 segment back ({c['tokens']} tokens, {c['pieces']} pieces): via memory {c['loss']:.2f}, memory reset {c['loss_reset']:.2f} "
-            f"(ratio {c['ratio']:.2f} [{c['ratio_ci'][0]:.2f}, {c['ratio_ci'][1]:.2f}]), no-memory model {c['loss_none']:.2f} nats/token; "
-            f"other tokens {c['other']:.2f} / {c['other_reset']:.2f} / {c['other_none']:.2f}; net gain over its reset {ci('net_gain_reset')}, "
-            f"over no memory {ci('net_gain_none')}")
 
 def _scale_rows(t:dict)->list:
     "D-memory and D-speed at the largest window of the scale sweep and where the cost model puts full memory at 15.5 GB (predicted)."
@@ -420,7 +412,7 @@ def dsmr_claims(t:dict, **kw)->list:
             continue
         conv, cnote = _converged_note(runs)
         v, why, alone = _held_back(ct["verdict"], ct["seeds"], conv)
-        notes = [_control_note(ct), cnote, f"{ct['seeds']} seed(s), fewer than {MIN_SEEDS}" if ct["seeds"] < MIN_SEEDS else "", f"the intervals alone say {alone}" if alone else ""]
+        notes = [control_note(ct), cnote, f"{ct['seeds']} seed(s), fewer than {MIN_SEEDS}" if ct["seeds"] < MIN_SEEDS else "", f"the intervals alone say {alone}" if alone else ""]
         out.append(row(ctl, ct["net_gain"], *ct["net_gain_ci"], ct["seeds"], v, "; ".join(x for x in notes if x), scale, "; ".join(why), alone))
     hold = _copy_gate(checks["full"], checks["calibration"])
     for corpus, g in R[R.variant != "calibration"].groupby("corpus", sort=False):

@@ -17,7 +17,7 @@ from .evaluate import PeakMemory, StepClock, repeat_losses, convergence, REPEAT_
 
 # %% auto #0
 __all__ = ['COPY_RATIO', 'COPY_NATS', 'release_memory', 'long_windows', 'run_variant', 'main', 'split_bars', 'control_pieces',
-           'repeat_sums', 'control_test', 'scale_features', 'fit_cost_model', 'predict_cost']
+           'repeat_sums', 'control_test', 'control_note', 'scale_features', 'fit_cost_model', 'predict_cost']
 
 # %% ../nbs/16_dsmr_study.ipynb #6b6a5801
 def release_memory():
@@ -199,6 +199,15 @@ def control_test(rep:pd.DataFrame, # repeat-loss rows (`repeat_sums`)
     names = ["loss", "loss_reset", "loss_none", "other", "other_reset", "other_none", "ratio", "net_gain_reset", "net_gain_none", "net_gain"]
     return dict(**{k: float(e) for k, e in zip(names, est)}, **{k + "_ci": (float(a), float(b)) for k, a, b in zip(names, lo, hi)},
                 verdict=v, seeds=min(Sa, Sb), pieces=P, tokens=int(tf.sum()))
+
+def control_note(c:dict, # from `control_test`
+                )->str:
+    "The control's numbers in words."
+    ci = lambda k: f"{c[k]:+.2f} [{c[k + '_ci'][0]:+.2f}, {c[k + '_ci'][1]:+.2f}]"
+    return (f"repeats >= 1 segment back ({c['tokens']} tokens, {c['pieces']} pieces): via memory {c['loss']:.2f}, memory reset {c['loss_reset']:.2f} "
+            f"(ratio {c['ratio']:.2f} [{c['ratio_ci'][0]:.2f}, {c['ratio_ci'][1]:.2f}]), no-memory model {c['loss_none']:.2f} nats/token; "
+            f"other tokens {c['other']:.2f} / {c['other_reset']:.2f} / {c['other_none']:.2f}; net gain over its reset {ci('net_gain_reset')}, "
+            f"over no memory {ci('net_gain_none')}")
 
 # %% ../nbs/16_dsmr_study.ipynb #58972d03
 def scale_features(horizons, # (L,) memory horizon of every layer
