@@ -54,9 +54,9 @@ def control_data(a, path):
 def spec_for_arm(a, arm, data, vocab, work):
     name = "fhcr_lowrank" if arm.startswith("fhcr_lowrank") else "full" if arm == "calibration" else arm
     over, mc = dsmr_variant(name, a.n_layer, a.n_head, a.d_model, a.long, a.seg_len, 1)
-    T1, B1 = a.phase1_seg_len, max(1, a.batch * a.seg_len // a.phase1_seg_len)
+    T1, B1 = a.phase1_seg_len, a.phase1_batch or max(1, a.batch * a.seg_len // a.phase1_seg_len)
     tokens = a.phase1_steps * B1 * T1 + a.steps * a.batch * a.seg_len
-    tr = dict(max_steps=a.steps, batch_size=a.batch, lr=a.lr, warmup_steps=a.warmup, schedule="constant", keep_best=True, eval_every=a.eval_every,
+    tr = dict(max_steps=a.steps, batch_size=a.batch, lr=a.lr, warmup_steps=min(a.warmup, a.steps), schedule="constant", keep_best=True, eval_every=a.eval_every,
               eval_batches=0, log_every=max(1, a.steps // 25), seed=a.seed, device="cpu", progress=False)
     spec = dict(name=arm, model=dict(vocab_size=vocab, d_model=a.d_model, n_head=a.n_head, n_layer=a.n_layer,
                                      max_seq_len=max(a.seg_len, T1, a.cal_seg_len), **over),
@@ -68,7 +68,8 @@ def spec_for_arm(a, arm, data, vocab, work):
         every = max(1, round(a.eval_every * cs / a.steps))
         return spec | dict(batch=cb, train_seg_len=a.cal_seg_len, train=tr | dict(max_steps=cs, batch_size=cb, eval_every=every, log_every=max(1, cs // 25)))
     if a.phase1_steps:
-        spec["phase1"] = dict(seg_len=T1, steps=a.phase1_steps, batch=B1, cache=str(work / f"phase1_{json.dumps(over, sort_keys=True)}.pt"))
+        key = "_".join(f"{k}{v}" for k, v in sorted(over.items())) + f"_T{T1}_s{a.phase1_steps}_b{B1}_seed{a.seed}_p{a.pieces}"
+        spec["phase1"] = dict(seg_len=T1, steps=a.phase1_steps, batch=B1, cache=str(work / f"phase1_{key}.pt"))
     return spec
 
 
@@ -89,6 +90,7 @@ def main():
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--seg-len", type=int, default=64); ap.add_argument("--long", type=int, default=192)
     ap.add_argument("--phase1-seg-len", type=int, default=384); ap.add_argument("--cal-seg-len", type=int, default=384)
+    ap.add_argument("--phase1-batch", type=int, default=0, help="windows per first-phase step (0: as many tokens as a recurrent step)")
     ap.add_argument("--phase1-steps", type=int, default=3000); ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=16); ap.add_argument("--lr", type=float, default=3e-3); ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--eval-every", type=int, default=100)
@@ -96,16 +98,19 @@ def main():
     ap.add_argument("--pieces", type=int, default=2000); ap.add_argument("--val-pieces", type=int, default=32)
     ap.add_argument("--phrase-bars", type=int, default=2); ap.add_argument("--returns", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", default=None, help="folder of the first phase's weights, shared by runs of this script (default: a new scratch folder)")
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".csv")))
     a = ap.parse_args()
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="dsmr_pilot_"))
+    cache = Path(a.cache) if a.cache else work
+    cache.mkdir(parents=True, exist_ok=True)
     vocab, ntok = control_data(a, work / "control.pt")
     print(f"control: {a.pieces} training pieces, {ntok:,} tokens; vocabulary {vocab}", flush=True)
     results, rows = {}, []
     for arm in a.arms.split(","):
         t0 = time.time()
-        res, cpu = run(spec_for_arm(a, arm, work / "control.pt", vocab, work), work)
+        res, cpu = run(spec_for_arm(a, arm, work / "control.pt", vocab, cache), work)
         results[arm] = (res, cpu)
         print(f"{arm:24s} {cpu:7.0f} CPU s ({res['phase1_s']:.0f} s wall in the first phase), {time.time() - t0:.0f} s wall, "
               f"best step {res['best_step']}, {res['convergence']['why']}", flush=True)
@@ -119,7 +124,8 @@ def main():
                  converged=res["convergence"]["converged"], converged_why=res["convergence"]["why"])
         if ct: r |= {k: ct[k] for k in ("loss", "loss_reset", "loss_none", "other", "other_reset", "other_none", "ratio", "net_gain_reset", "net_gain_none")} | dict(
                 ratio_ci=ct["ratio_ci"], net_gain_reset_ci=ct["net_gain_reset_ci"], net_gain_none_ci=ct["net_gain_none_ci"], passes=ct["verdict"])
-        rows.append(r | info | dict(seg_len=a.seg_len, long=a.long, phase1_seg_len=a.phase1_seg_len, batch=a.batch, d_model=a.d_model, n_layer=a.n_layer))
+        rows.append(r | info | dict(seg_len=a.seg_len, long=a.long, phase1_seg_len=a.phase1_seg_len, phase1_batch=a.phase1_batch or max(1, a.batch * a.seg_len // a.phase1_seg_len),
+                                    batch=a.batch, d_model=a.d_model, n_layer=a.n_layer, control_pieces=a.pieces))
     df = pd.DataFrame(rows)
     with pd.option_context("display.width", 200, "display.max_columns", 40):
         print(df.drop(columns=[c for c in df if c in info]).round(3).to_string(index=False))
