@@ -43,7 +43,9 @@ def long_windows(model:MusicTransformer, # the decoder, trained in place
         model.load_state_dict(ck['model'])
         return ck['history']
     alone = RecurrentLM(model, MemoryConfig('full', 0))  # horizon 0: every window on its own
-    cfg = replace(tcfg, max_steps=S1, batch_size=B1, warmup_steps=min(tcfg.warmup_steps, S1), keep_best=False, ckpt_dir=None)
+    every = max(tcfg.eval_every, S1 // 20) if tcfg.eval_every else 0  # a curve of about 20 points
+    cfg = replace(tcfg, max_steps=S1, batch_size=B1, warmup_steps=min(tcfg.warmup_steps, S1), keep_best=False, ckpt_dir=None, eval_every=every,
+                  log_every=max(1, min(tcfg.log_every, every or S1)))
     val = list(PieceStreams(valid, val_batch, T1, attr_table, shuffle=False, loop=False)) if valid else None
     hist = Trainer(alone, PieceStreams(pieces, B1, T1, attr_table, seed=tcfg.seed).batch_at, cfg, loss_fn=StreamLoss(),
                    val_batches=val, eval_loss_fn=StreamLoss()).fit()

@@ -98,7 +98,7 @@ PROFILES["cpu-long"] = {  # the seeds and training budgets the claims rest on: a
                    "warmup_steps": 100, "eval_every": 100, "quality_variants": ["MHA", "GQA G=2", "AS-KVHS G=2", "GQA G=2, AS-KVHS params",
                    "CPWord (pooled)", "Octuple (pooled)"], "run_speed": False},  # the decoding-speed rows of this profile's last run are kept
     "e04_dsmr": {**_cpu["e04_dsmr"], "variants": ["full", "two_scale", "ascending", "selective", "perceiver_ar", "none", "fhcr_lowrank", "fhcr_askvhs"], "sweep": [],
-                 "seeds": [0, 1, 2], "batch": 16, "steps": 2000, "warmup": 100, "eval_every": 200, "phase1_steps": 6000,
+                 "seeds": [0, 1, 2], "batch": 16, "steps": 2000, "warmup": 100, "eval_every": 200, "phase1_steps": 12000,
                  "control_pieces_n": [4000, 32], "scale_windows": [512, 2048, 8192], "scale_batches": [8]},
 }
 
