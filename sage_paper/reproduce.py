@@ -4,15 +4,15 @@
 
 # %% ../nbs/13_reproduce.ipynb #906745c4
 from __future__ import annotations
-import hashlib, json, os, platform, re, subprocess, sys, time
+import hashlib, json, os, platform, re, subprocess, sys, threading, time
 from datetime import datetime, timezone
 from pathlib import Path
 from .core import repo_root, device_info, versions
 
 # %% auto #0
 __all__ = ['CPU_PIECES', 'PROFILES', 'profile_params', 'default_out_dir', 'experiment_notebooks', 'environment', 'input_hash',
-           'save_figure', 'save_table', 'record_notebook', 'run_notebook', 'reproduce', 'figure_gallery', 'key_figure',
-           'module_graph', 'main']
+           'save_figure', 'save_table', 'record_notebook', 'TreePeakMemory', 'run_notebook', 'reproduce',
+           'figure_gallery', 'key_figure', 'module_graph', 'main']
 
 # %% ../nbs/13_reproduce.ipynb #1652300a
 CPU_PIECES = 60   # works per composer in the cpu profile: ~250 pieces, a ~3-minute corpus build on 2 cores
@@ -295,6 +295,31 @@ def _own(rel:Path, profile:str)->bool:
     "Whether a file a run changed is its own: not in another profile's folder (a run of that profile in the background wrote it)."
     return not (len(rel.parts) > 1 and rel.parts[0] in PROFILES and rel.parts[0] != profile)
 
+# %% ../nbs/13_reproduce.ipynb #bbf3d811
+class TreePeakMemory:
+    "Peak resident memory (MB) of this process's children and their children (a notebook's kernel and its workers), summed, sampled in a thread."
+    def __init__(self, every:float=0.5): # seconds between samples
+        self.every, self.peak_mb, self._stop = every, 0.0, threading.Event()
+
+    def _sample(self)->float:
+        import psutil
+        total = 0
+        for p in psutil.Process().children(recursive=True):
+            try: total += p.memory_info().rss
+            except psutil.Error: pass  # it ended between the listing and the reading
+        return total / 2**20
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._sample()); self._stop.wait(self.every)
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._run, daemon=True); self._thread.start(); return self
+
+    def __exit__(self, *exc):
+        self._stop.set(); self._thread.join(); return False
+
+
 # %% ../nbs/13_reproduce.ipynb #69dcced3
 def run_notebook(nb_path, # an experiment notebook
                  params:dict, # papermill parameters
@@ -347,18 +372,19 @@ def reproduce(profile:str="cpu", # smoke | cpu | cpu-long | gpu
         t0 = time.time(); before = {p: p.stat().st_mtime for p in out.rglob("*") if p.is_file()}
         if verbose: print(f"[{profile}] {nb.stem}: running ...", flush=True)
         ran.add(nb.stem)
-        status, error = run_notebook(nb, params, executed, timeout)
+        with TreePeakMemory() as mem: status, error = run_notebook(nb, params, executed, timeout)
         outputs = sorted(os.path.relpath(p, root) for p in out.rglob("*")
                          if p.is_file() and p.name not in ("manifest.json", "manifest.lock") and before.get(p) != p.stat().st_mtime
                          and _own(p.relative_to(out), profile))
-        e = entry["notebooks"][nb.stem] = dict(status=status, error=error, duration_s=round(time.time() - t0, 1), input_hash=h,
+        e = entry["notebooks"][nb.stem] = dict(status=status, error=error, duration_s=round(time.time() - t0, 1), peak_rss_mb=round(mem.peak_mb),
+                                               input_hash=h,
                                                params=params | {"out_dir": os.path.relpath(out, root)}, outputs=outputs,
                                                executed=os.path.relpath(executed, root), device=entry["device"],
                                                git_sha=entry["git_sha"], finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         if status == "ok":   # the record a reader sees (the executed notebook in runs/ is not kept in git)
             rec = record_notebook(executed, out/profile/"notebooks"/nb.name, dict(e, profile=profile), saved={Path(o).name for o in outputs})
             e["record"] = os.path.relpath(rec, root)
-        if verbose: print(f"[{profile}] {nb.stem}: {status} in {time.time()-t0:.0f} s" + (f"\n    {error.splitlines()[0]}" if error else ""), flush=True)
+        if verbose: print(f"[{profile}] {nb.stem}: {status} in {time.time()-t0:.0f} s, peak memory {mem.peak_mb / 1024:.1f} GB" + (f"\n    {error.splitlines()[0]}" if error else ""), flush=True)
         _save_run(mpath, profile, entry, ran)   # after every notebook: nothing done so far is lost
     entry["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _save_run(mpath, profile, entry, ran)
