@@ -208,13 +208,13 @@ def test_auto_kernels_follow_the_device_and_the_compiler():
     with torch.no_grad(): att(torch.randn(1, 1, 32), attr=torch.zeros(1, 1, dtype=torch.long))
     assert seen == ['grouped']
     torch._dynamo.reset()
-    kernel = torch.compile(lambda x: att._kernel(x), dynamic=False)
+    kernel = torch.compile(lambda x: att._kernel(x), dynamic=False, backend='eager')  # the choice is made while tracing: no code generation needed
     assert [kernel(torch.randn(B, T, 32)) for B, T in ((1, 1), (4, 1), (1, 3))] == ['gathered', 'fused', 'fused']
     torch._dynamo.reset()
     att.askvhs_kernel = 'grouped'
     assert att._kernel(torch.randn(1, 1, 32)) == 'grouped'
     low = CausalSelfAttention(AttentionConfig(**SMALL, attention='askvhs', n_kv_head=2, askvhs_rank=4))  # low rank: its own fused matmuls in eager code
-    kernel = torch.compile(lambda x: low._kernel(x), dynamic=False)
+    kernel = torch.compile(lambda x: low._kernel(x), dynamic=False, backend='eager')
     assert low._kernel(torch.randn(1, 1, 32)) == 'fused' and [kernel(torch.randn(B, 1, 32)) for B in (1, 4)] == ['gathered', 'fused']
     torch._dynamo.reset()
 
@@ -238,7 +238,7 @@ def test_single_query_kernel_choice():
     q = torch.randn(1, 8, 1, 8)
     assert _single_query_kernel('auto', q, 4096, 0.0) == 'sdpa' and _single_query_kernel('matmul', q, 8, 0.1) == 'sdpa'
     torch._dynamo.reset()
-    choice = torch.compile(lambda q, L: _single_query_kernel('auto', q, L, 0.0), dynamic=False)
+    choice = torch.compile(lambda q, L: _single_query_kernel('auto', q, L, 0.0), dynamic=False, backend='eager')  # chosen while tracing
     assert [choice(torch.randn(B, 8, 1, 8), L) for B, L in ((1, 2048), (1, 2049), (64, 272))] == ['reduce', 'matmul', 'matmul']
     torch._dynamo.reset()
 
@@ -254,7 +254,7 @@ def test_compiled_cache_write_is_the_eager_one():
         return out
     torch._dynamo.reset()
     ka, va, sa = write(caches[0], k, v)
-    kb, vb, sb = torch.compile(write, fullgraph=True)(caches[1], k, v)
+    kb, vb, sb = torch.compile(write, fullgraph=True, backend='aot_eager')(caches[1], k, v)  # traced and functionalized as inductor sees it
     torch._dynamo.reset()
     assert torch.equal(caches[0].k, caches[1].k) and torch.equal(caches[0].v, caches[1].v) and torch.equal(sa, sb)
     assert torch.equal(ka, kb) and int(caches[1].pos) == 5 and caches[1].k[1, :, :, 3:5].equal(k) and caches[1].k[0].abs().sum() == 0
