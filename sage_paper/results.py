@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from .bpe_study import summary_table
-from .claims import ledger_markdown, _best_speed, _figures, REPEAT_BUCKETS_FAR
+from .claims import ledger_markdown, _best_speed, _figures, REPEAT_BUCKETS_FAR, COPY_NATS, COPY_RATIO
 
 # %% auto #0
 __all__ = ['PROFILE_WORDS', 'PCT', 'PTS', 'X', 'NATS', 'SHARE', 'CLAIM_UNITS', 'SWEEP_RATIOS', 'claims_at_a_glance',
@@ -224,6 +224,23 @@ def _at(r)->str:
 
 def _is(r)->str: return {"holds": "holds", "fails": "fails"}.get(r.verdict, f"is {verdict_words(r)}")
 
+def _saving_words(rows:pd.DataFrame)->str:
+    "D-memory or D-speed in words, per scale: the training window (per corpus), the longest window measured, the cost model's prediction."
+    sc = rows.scale.fillna("")
+    win, far, pred = rows[sc.str.contains("training window")], rows[sc.str.startswith("scale sweep")], rows[sc.str.startswith("predicted")]
+    rest = rows[~rows.index.isin(win.index.union(far.index).union(pred.index))]
+    parts = []
+    if len(win): parts.append(f"at the training window ({win.scale.iloc[0].split(': ', 1)[1].replace('training window ', '')}) " + ", ".join(
+        f"{value_words(r)} on {r.scale.split(':')[0]} ({r.verdict})" for r in win.itertuples()))
+    parts += [f"at the longest window measured ({r.scale.split(': ', 1)[1].replace(' (the largest window measured)', '')}) {value_words(r)} "
+              f"({r.verdict})" for r in far.itertuples()]
+    parts += [f"predicted by the cost model where full memory's peak would be 15.5 GB ({r.scale.split(': ', 1)[1].split(', where')[0]}) "
+              f"{value_words(r)} ({r.verdict}, a prediction)" for r in pred.itertuples()]
+    parts += [f"{value_words(r)} at {r.scale or r.note} ({r.verdict})" for r in rest.itertuples()]
+    out = "; ".join(parts)
+    if len(win) and len(far) and (win.verdict == "fails").all() and (far.verdict == "holds").all(): out += ": the saving appears only at long windows"
+    return out
+
 def what_we_found(fig_dir=None)->str:
     "A few sentences per paper, each with its number, interval, verdict and scale, from `claims.csv` (the best-supported row of each claim)."
     L = _read(fig_dir, "claims")
@@ -269,12 +286,15 @@ def what_we_found(fig_dir=None)->str:
                     f"\"matches full memory\" {_is(d)}.")
     for cid, what in (("D-memory", "peak memory"), ("D-speed", "training tokens/s")):
         rows = B[(B.claim_id == cid) & (B.verdict != "untested")]
-        if len(rows):
-            dsmr.append(f"**{what.capitalize()}, two-scale / full**: " + "; ".join(f"{value_words(r)} at {r.scale or r.note} ({r.verdict})" for r in rows.itertuples()) + ".")
-    c = _pick(B, "D-control")
+        if len(rows): dsmr.append(f"**{what.capitalize()}, two-scale / full** (the paper: {rows.paper_value.iloc[0]}): " + _saving_words(rows) + ".")
+    c, cal = first(_pick(B, "D-control", "the recipe"), _pick(B, "D-control")), _pick(B, "D-control", "calibration")
     if c is not None:
-        dsmr.append(f"**Does a memory copy?** The positive control (a phrase returning beyond one segment) gives {value_words(c)} "
-                    f"({_at(c)}): it {_is(c)}; the memory-quality verdicts are only as good as this control.")
+        what = c.note.split("; convergence")[0].split("; the interval")[0] if isinstance(c.note, str) else ""
+        dsmr.append(f"**Does a memory copy?** The positive control (a 2-bar phrase that returns up to three segments later) passes only if "
+                    f"full memory's loss on the returns beyond one segment is at most {COPY_RATIO:g}x its loss with the memory reset and at least "
+                    f"{COPY_NATS:g} nat/token below it and below the no-memory model, net of other tokens: {what} ({_at(c)}). It {_is(c)}"
+                    + (f"; its calibration arm (segments longer than every return) {_is(cal)}" if cal is not None else "; no calibration arm was run")
+                    + ". Until both pass, the memory-quality rows below stay undecided.")
     for cid, words in (("D3-longrange", "two-scale loses far repeats that full memory keeps"), ("D3-compressed", "compressed full-horizon memory keeps more far repeats")):
         r = _pick(B, cid)
         if r is not None: dsmr.append(f"**v3: {words}?** {value_words(r)} ({r.scale}; {_at(r)}): {_is(r)}.")
