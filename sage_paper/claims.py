@@ -163,10 +163,16 @@ def nmsi_separates(P:pd.DataFrame, # per-piece rows of one selection (seeds x pi
     e, lo, hi = bootstrap(BOOT_STATS['diff'], A, B, **kw)
     return lo > 0, f"trained {np.nanmean(B):.1f} vs untrained {np.nanmean(A):.1f} [difference {lo:+.1f}, {hi:+.1f}]"
 
+def _arms_bound(arms:list, # (model rows, +1 if more training of that arm can only raise the value, -1 if only lower it)
+               )->str|None:
+    "'lower' if every unconverged arm can only push the value up (the estimate is a lower bound), 'upper' if every one only down, else None."
+    ok = lambda d: "converged" in d and len(d) > 0 and d.converged.astype("boolean").fillna(False).all()
+    signs = {s for d, s in arms if not ok(d)}
+    return {frozenset({1}): 'lower', frozenset({-1}): 'upper'}.get(frozenset(signs))
+
 def _arm_bound(ref:pd.DataFrame, alt:pd.DataFrame)->str|None:
     "For a change alt / ref - 1 in a loss: 'lower' if only the reference arm did not converge (its loss, and so the change's denominator, can only fall), 'upper' if only the other arm did, else None."
-    ok = lambda d: "converged" in d and len(d) > 0 and d.converged.astype("boolean").fillna(False).all()
-    return 'lower' if ok(alt) and not ok(ref) else 'upper' if ok(ref) and not ok(alt) else None
+    return _arms_bound([(ref, 1), (alt, -1)])
 
 def bpe_claims(t:dict, # tables from `load_tables`
                mid:int=2000, # the moderate vocabulary
@@ -204,7 +210,9 @@ def bpe_claims(t:dict, # tables from `load_tables`
             am, bm, _, s1 = pair("music21-multitrack", v, pieces=ids); ap, bp, _, s2 = pair("music21-piano", v, pieces=ids)
             est = bootstrap(lambda a, b, c_, d: ratio(a, b) - ratio(c_, d), am, bm, ap, bp, **kw)
             rows_ = pd.concat([models("music21-multitrack", 0, v), models("music21-piano", 0, v)])
-            out.append(_decide(c, *est, min(s1, s2), rows_, f"vocab {v}, {len(ids)} test pieces in both views", scale, above=0))
+            bound = _arms_bound([(models("music21-multitrack", 0), 1), (models("music21-multitrack", v), -1),   # multi-track change minus
+                                 (models("music21-piano", 0), -1), (models("music21-piano", v), 1)])          # piano change
+            out.append(_decide(c, *est, min(s1, s2), rows_, f"vocab {v}, {len(ids)} test pieces in both views", scale, bound=bound, above=0))
         else: out.append(_untested(c, "needs both music21 views"))
         for cid, view, at in (("S-NMSI-2k", "music21-multitrack", "mid"), ("S-NMSI-maestro", "maestro-embedded", "max")):
             c = BPE_CLAIMS[cid]
