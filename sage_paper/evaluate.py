@@ -145,7 +145,7 @@ class LMConfig:
     eval_every:int=0 # score the valid pieces every this many steps (a learning curve, best-weights, stopping); 0: never
     max_steps:int|None=None # with a curve and a constant rate: extend an unconverged run by `extend`x up to this cap; None: steps
     extend:float=1.5 # factor of each extension
-    patience:int=0 # stop once validation has not improved for this many evaluations and its best step is <= 0.9 x the step; 0: never
+    patience:int=0 # stop once validation has not improved for this many evaluations and its best step is <= 0.9 x the step (0: never); rule 1 of `convergence` then needs as many evaluations after the best
     max_eval_notes:int|None=None # score at most this many test notes (whole pieces, in a fixed shuffled order); None: all
     seed:int=0 # initialization, batches and sampling
     device:str="auto" # torch device ('auto': cuda if available, else cpu)
@@ -282,7 +282,7 @@ def train_lm(corpus:TokenizedCorpus, # the corpus in the tokenizer to train on
         budget = up(cfg.steps) if e else cfg.steps
         while True:
             trainer.fit(stop_at=budget)
-            conv = convergence(trainer.history, trainer.step, stable_phase(tc))
+            conv = convergence(trainer.history, trainer.step, stable_phase(tc), min_after=max(2, cfg.patience))  # the evidence early stopping asks for
             if conv['converged'] or trainer.step < budget or budget >= cap: break
             budget = min(cap, up(math.ceil(budget * cfg.extend)))  # still improving: train on
         if e and trainer.best['model'] is not None: trainer.load_best()
