@@ -28,10 +28,7 @@ sage_site = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(sag
 MACHINE_PATH = re.compile(r"(?<![\w.~-])(/work/|/home/|/root/|/Users/|/tmp/|/var/folders/|/private/var/|[A-Z]:\\\\)|\.venv/lib/|shared/PAPERS\.md")
 BUILDER_WORDS = re.compile(r"\b(issues?|tickets?|helpers?)\b|sessions? that (build|test)|before this work|the project (itself )?is built", re.I)
 
-E03 = "e03's wording ('the project issues', 'the default model of the issue', 'From the issues ... before this work'): its rerun fixes it"
-KNOWN = {   # file -> why it still fails the scan (each a strict xfail: remove the entry once the file is fixed)
-    "figures/cpu/notebooks/e03_askvhs.ipynb": E03,
-}
+KNOWN = {}  # file -> why it still fails the scan (each a strict xfail: remove the entry once the file is fixed)
 
 
 def _texts(path:Path) -> list:
