@@ -15,5 +15,7 @@ fi
 echo "== 2/3 nbdev_test (the tests inside the notebooks)"
 t1=$(date +%s); nbdev_test --do_print; echo "nbdev_test: $(( $(date +%s) - t1 )) s"
 echo "== 3/3 pytest"
-python -m pytest tests -q -p no:cacheprovider --durations=8
+# one worker process per core (at most 4), each test file whole on one worker: its module fixtures are built once
+workers=$(python -c "import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))")
+python -m pytest tests -q -p no:cacheprovider -n "$workers" --dist loadfile --durations=8
 echo "test suite: $(( $(date +%s) - t0 )) s in all"
