@@ -51,7 +51,9 @@ def long_windows(model:MusicTransformer, # the decoder, trained in place
                    val_batches=val, eval_loss_fn=StreamLoss()).fit()
     if cache:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({'model': {k: v.cpu() for k, v in model.state_dict().items()}, 'history': hist}, cache)
+        part = Path(cache).with_suffix('.part')  # written whole, then renamed: a run stopped while saving leaves no half file
+        torch.save({'model': {k: v.cpu() for k, v in model.state_dict().items()}, 'history': hist}, part)
+        part.replace(cache)
     return hist
 
 def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, batch, val_batch, seg_len, distances, phase1, train_seg_len, ...

@@ -10,8 +10,8 @@ from pathlib import Path
 from .core import repo_root, device_info, versions
 
 # %% auto #0
-__all__ = ['CPU_PIECES', 'PROFILES', 'profile_params', 'default_out_dir', 'experiment_notebooks', 'environment', 'input_hash',
-           'save_figure', 'save_table', 'record_notebook', 'TreePeakMemory', 'run_notebook', 'reproduce',
+__all__ = ['CPU_PIECES', 'PROFILES', 'profile_params', 'in_profile', 'default_out_dir', 'experiment_notebooks', 'environment',
+           'input_hash', 'save_figure', 'save_table', 'record_notebook', 'TreePeakMemory', 'run_notebook', 'reproduce',
            'figure_gallery', 'key_figure', 'module_graph', 'main']
 
 # %% ../nbs/13_reproduce.ipynb #1652300a
@@ -52,9 +52,7 @@ PROFILES = {
                          scale_variants=["full", "two_scale", "perceiver_ar"], scale_steps=4, control_distance=[16, 192],
                          control_phrase_bars=2, control_returns=6, calibration_seg_len=384, phase1_steps=450, phase1_seg_len=384,
                          phase1_batch=4, schedule="constant", keep_best=True, n_workers=2),
-        "e06_checkpoints": dict(max_per_composer=CPU_PIECES, ckpt_dir="data/checkpoints", d_model=128, n_layer=3, n_head=8, notes_per_seq=48,
-                                batch_size=16, steps=1000, max_steps=2500, eval_every=100, patience=5, lr=2e-3, warmup_steps=100,
-                                max_eval_notes=None, nmsi_pieces=8, threads=1, n_workers=2),
+        "e06_checkpoints": None,  # not run here: the reader hears the committed checkpoints, trained until validation says stop by cpu-long
     },
     "gpu": {     # the whole default corpus on one GPU (the manifest records each notebook's duration)
         "e00_corpus": dict(max_per_composer=None),
@@ -101,12 +99,17 @@ PROFILES["cpu-long"] = {  # the seeds and training budgets the claims rest on: a
                    "steps": 1000, "max_steps": 2300, "patience": 4, "nmsi_pieces": 0, "one_seed": ["GQA G=2, AS-KVHS params"],
                    "warmup_steps": 100, "eval_every": 100, "quality_variants": ["MHA", "GQA G=2", "AS-KVHS G=2", "GQA G=2, AS-KVHS params",
                    "CPWord (pooled)", "Octuple (pooled)"], "run_speed": False},  # the decoding-speed rows of this profile's last run are kept
-    # the positive control the DSMR quality rows wait on, at a budget where copying can appear: 3 seeds of full, two-scale, none and
-    # compressed full-horizon memory on the control pieces, each with a first phase of 12,000 steps on windows of 384 tokens (~15
-    # minutes on one core), and the calibration arm; two runs at a time. The schedules on real performances are the cpu profile's
+    # the positive control the DSMR quality rows wait on, at a budget where copying can appear: full, two-scale and no memory on the
+    # control pieces with 3 seeds, each seed's decoder with a first phase of 12,000 steps on windows of 384 tokens (~20 minutes on one
+    # core, kept in data/cache for reruns), the calibration arm with 3 seeds, compressed full-horizon memory with one; two runs at a
+    # time, ~1.5 hours. The schedules on real performances are the cpu profile's (and the gpu profile's)
     "e04_dsmr": {**_cpu["e04_dsmr"], "variants": [], "repeats_corpus": "", "other_variants": ["full", "two_scale", "none", "fhcr_lowrank"],
-                 "sweep": [], "seeds": [0, 1, 2], "batch": 16, "steps": 2000, "warmup": 100, "eval_every": 200, "phase1_steps": 12000,
+                 "sweep": [], "seeds": [0, 1, 2], "one_seed": ["fhcr_lowrank"], "phase1_cache": True, "batch": 16, "steps": 2000, "warmup": 100, "eval_every": 200, "phase1_steps": 12000,
                  "control_pieces_n": [4000, 32], "scale_windows": [512, 2048, 8192], "scale_batches": [8]},
+    # the committed checkpoints (data/checkpoints), each trained until validation says stop (cap 2,500 steps), two at a time
+    "e06_checkpoints": dict(max_per_composer=CPU_PIECES, ckpt_dir="data/checkpoints", d_model=128, n_layer=3, n_head=8, notes_per_seq=48,
+                            batch_size=16, steps=1000, max_steps=2500, eval_every=100, patience=5, lr=2e-3, warmup_steps=100,
+                            max_eval_notes=None, nmsi_pieces=8, threads=1, n_workers=2),
 }
 
 def profile_params(profile:str, # smoke | cpu | cpu-long | gpu
@@ -114,7 +117,14 @@ def profile_params(profile:str, # smoke | cpu | cpu-long | gpu
                   ) -> dict:
     "The parameters a profile gives one experiment notebook (without `profile` and `out_dir`)."
     if profile not in PROFILES: raise ValueError(f"profile {profile!r}: choose one of {list(PROFILES)}")
-    return dict(PROFILES[profile].get(notebook, {}))
+    return dict(PROFILES[profile].get(notebook) or {})
+
+def in_profile(profile:str, # smoke | cpu | cpu-long | gpu
+               notebook:str, # experiment name
+              ) -> bool:
+    "Whether a profile runs a notebook: every notebook, unless the profile maps it to `None`."
+    profile_params(profile, notebook)  # the profile's name checked
+    return notebook not in PROFILES[profile] or PROFILES[profile][notebook] is not None
 
 # %% ../nbs/13_reproduce.ipynb #845b49b9
 def default_out_dir(profile:str) -> Path:
@@ -366,6 +376,9 @@ def reproduce(profile:str="cpu", # smoke | cpu | cpu-long | gpu
                  out_dir=os.path.relpath(out, root), notebooks=dict(prev))
     ran = set()  # the notebooks this call runs: only their entries are written (a concurrent run of the profile keeps its own)
     for nb in nbs:
+        if not in_profile(profile, nb.stem):
+            if verbose: print(f"[{profile}] {nb.stem}: not in this profile")
+            continue
         params = dict(profile_params(profile, nb.stem), profile=profile, out_dir=str(out.resolve()))
         h = input_hash(nb, {k: v for k, v in params.items() if k != "out_dir"})
         old = prev.get(nb.stem, {})
@@ -476,7 +489,7 @@ def main(argv=None):
     ap.add_argument("--list", action="store_true", help="list the notebooks and their parameters, run nothing")
     a = ap.parse_args(argv)
     if a.list:
-        for nb in experiment_notebooks(a.only): print(nb.stem, profile_params(a.profile, nb.stem))
+        for nb in experiment_notebooks(a.only): print(nb.stem, profile_params(a.profile, nb.stem) if in_profile(a.profile, nb.stem) else "(not in this profile)")
         return 0
     t = time.time()
     e = reproduce(a.profile, a.only, a.out, a.force, a.timeout)
