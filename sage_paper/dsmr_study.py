@@ -82,6 +82,7 @@ def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, b
     train = PieceStreams(data['train'], spec['batch'], T2, attr, seed=tcfg.seed)
     val = None if measure_only else list(PieceStreams(data['valid'], spec['val_batch'], T, attr, shuffle=False, loop=False, max_len=spec.get('val_max_len')))
     clock = StepClock(skip=fill + 2 if measure_only else 3)  # its intervals start at step 2: skip steps 2..fill+3
+    if hist1 and val: tcfg = replace(tcfg, eval_at_start=True)  # the first phase's weights are a candidate: the recurrent phase must beat them
     trainer = Trainer(rlm, train.batch_at, tcfg, loss_fn=StreamLoss(), val_batches=val, eval_loss_fn=StreamLoss(), callbacks=[clock])
     dev = trainer.device
     release_memory()  # what the first phase freed does not hide what this one adds

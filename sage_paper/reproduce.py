@@ -101,10 +101,10 @@ PROFILES["cpu-long"] = {  # the seeds and training budgets the claims rest on: a
                    "CPWord (pooled)", "Octuple (pooled)"], "run_speed": False},  # the decoding-speed rows of this profile's last run are kept
     # the positive control the DSMR quality rows wait on, at a budget where copying can appear: full, two-scale and no memory on the
     # control pieces with 3 seeds, each seed's decoder with a first phase of 12,000 steps on windows of 384 tokens (~20 minutes on one
-    # core, kept in data/cache for reruns), the calibration arm with 3 seeds, compressed full-horizon memory with one; two runs at a
+    # core; first phases and finished runs kept in data/cache for reruns), the calibration arm with 3 seeds, compressed full-horizon memory with one; two runs at a
     # time, ~1.5 hours. The schedules on real performances are the cpu profile's (and the gpu profile's)
     "e04_dsmr": {**_cpu["e04_dsmr"], "variants": [], "repeats_corpus": "", "other_variants": ["full", "two_scale", "none", "fhcr_lowrank"],
-                 "sweep": [], "seeds": [0, 1, 2], "one_seed": ["fhcr_lowrank"], "phase1_cache": True, "batch": 16, "steps": 2000, "warmup": 100, "eval_every": 200, "phase1_steps": 12000,
+                 "sweep": [], "seeds": [0, 1, 2], "one_seed": ["fhcr_lowrank"], "run_cache": True, "batch": 16, "steps": 2000, "warmup": 100, "eval_every": 200, "phase1_steps": 12000,
                  "control_pieces_n": [4000, 32], "scale_windows": [512, 2048, 8192], "scale_batches": [8]},
     # the committed checkpoints (data/checkpoints), each trained until validation says stop (cap 2,500 steps), two at a time
     "e06_checkpoints": dict(max_per_composer=CPU_PIECES, ckpt_dir="data/checkpoints", d_model=128, n_layer=3, n_head=8, notes_per_seq=48,

@@ -45,6 +45,7 @@ class TrainConfig:
     amp: str = 'auto'  # 'auto' (bf16 on CUDA if supported, else off), 'bf16', 'fp16' (with GradScaler) or 'off'
     eval_every: int = 200  # evaluate every this many steps (0: only at max_steps)
     keep_best: bool = False  # keep a copy of the weights at the best validation loss (`Trainer.load_best`)
+    eval_at_start: bool = False  # evaluate before the first step: weights trained before this run are a candidate for the best
     eval_batches: int = 20  # validation batches per evaluation (0: all of an iterable)
     ckpt_every: int = 0  # checkpoint every this many steps (0: only at max_steps or `stop_at`)
     ckpt_dir: Optional[str] = None  # folder of `last.pt` and `history.json`; None: no checkpoints
@@ -464,7 +465,7 @@ def _row(self: Trainer, do_eval: bool) -> dict:
     nll = self._win_nll.clone()
     if self.world_size > 1: dist.all_reduce(nll)
     tok = int(self._win_tok)
-    row = {'step': self.step, 'lr': lr_at(self.step - 1, self.cfg), 'train_loss': float(nll) / tok if tok else float('nan'),
+    row = {'step': self.step, 'lr': lr_at(max(self.step - 1, 0), self.cfg), 'train_loss': float(nll) / tok if tok else float('nan'),
            'val_loss': self.evaluate()['mean_nll'] if do_eval else None, 'grad_norm': float(self.grad_norm),
            'tokens_per_s': tok / max(self._win_s, 1e-9), 'elapsed': self.elapsed}
     self._reset_window()
@@ -498,6 +499,8 @@ def fit(self: Trainer, resume=False,  # True: continue from ckpt_dir/last.pt if 
     self.train_model.train(); self.should_stop = False
     t_last = time.perf_counter()
     try:
+        if cfg.eval_at_start and self.step == 0 and self.val_batches is not None:  # step 0: the weights as they came in
+            row = self._row(True); self._note_best(row); self.history.append(row); self._callback('on_row', row)
         while self.step < end and not self.should_stop:
             t0 = time.perf_counter()
             self._train_step()
