@@ -423,7 +423,7 @@ def dsmr_claims(t:dict, **kw)->list:
         notes = [control_note(ct), cnote, f"{ct['seeds']} seed(s), fewer than {MIN_SEEDS}" if ct["seeds"] < MIN_SEEDS else "", f"the intervals alone say {alone}" if alone else ""]
         out.append(row(ctl, ct["net_gain"], *ct["net_gain_ci"], ct["seeds"], v, "; ".join(x for x in notes if x), scale, "; ".join(why), alone))
     hold = _copy_gate(checks["full"], checks["calibration"])
-    for corpus, g in R[R.variant != "calibration"].groupby("corpus", sort=False):
+    for corpus, g in R[(R.variant != "calibration") & (R.corpus != "control")].groupby("corpus", sort=False):  # v1/v2 are claims about music
         vs = set(g.variant)
         if {"full", "two_scale"} <= vs:
             (e, lo, hi), s = _ppl_ratio(g, "full", "two_scale", **kw)

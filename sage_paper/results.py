@@ -294,8 +294,9 @@ def what_we_found(fig_dir=None)->str:
                     f"full memory's loss on the returns beyond one segment is at most {COPY_RATIO:g}x its loss with the memory reset and at least "
                     f"{COPY_NATS:g} nat/token below it and below the no-memory model, net of other tokens: {what} ({_at(c)}). It {_is(c)}"
                     + (f"; its calibration arm (segments longer than every return) {_is(cal)}" if cal is not None else "; no calibration arm was run")
-                    + (". Both pass: the memory-quality rows below are decided on models that copy." if c.verdict == "holds" and cal is not None and cal.verdict == "holds"
-                       else ". Until both pass, the memory-quality rows below stay undecided."))
+                    + (". Both copy (their intervals): the memory-quality rows of this run are decided on models that copy." if all(
+                           r is not None and "holds" in (r.verdict, getattr(r, "interval_verdict", None)) for r in (c, cal))
+                       else ". Until both copy, the memory-quality rows of this run stay undecided."))
     for cid, words in (("D3-longrange", "two-scale loses far repeats that full memory keeps"), ("D3-compressed", "compressed full-horizon memory keeps more far repeats")):
         r = _pick(B, cid)
         if r is not None: dsmr.append(f"**v3: {words}?** {value_words(r)} ({r.scale}; {_at(r)}): {_is(r)}.")
