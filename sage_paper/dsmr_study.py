@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_dsmr_study.ipynb #7f4587fa
 from __future__ import annotations
-import ctypes, gc, json, math, sys, time
+import ctypes, gc, json, math, os, sys, time
 from dataclasses import asdict, replace
 from pathlib import Path
 import numpy as np
@@ -51,9 +51,9 @@ def long_windows(model:MusicTransformer, # the decoder, trained in place
                    val_batches=val, eval_loss_fn=StreamLoss()).fit()
     if cache:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        part = Path(cache).with_suffix('.part')  # written whole, then renamed: a run stopped while saving leaves no half file
-        torch.save({'model': {k: v.cpu() for k, v in model.state_dict().items()}, 'history': hist}, part)
-        part.replace(cache)
+        tmp = Path(cache).with_name(f"{Path(cache).name}.{os.getpid()}.tmp")
+        torch.save({'model': {k: v.cpu() for k, v in model.state_dict().items()}, 'history': hist}, tmp)
+        os.replace(tmp, cache)  # never half a first phase under the final name (a run stopped while saving)
     return hist
 
 def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, batch, val_batch, seg_len, distances, phase1, train_seg_len, ...

@@ -112,19 +112,21 @@ PROFILES["cpu-long"] = {  # the seeds and training budgets the claims rest on: a
                             max_eval_notes=None, nmsi_pieces=8, threads=1, n_workers=2),
 }
 
+def _profile(profile:str)->dict:
+    if profile not in PROFILES: raise ValueError(f"profile {profile!r}: choose one of {list(PROFILES)}")
+    return PROFILES[profile]
+
 def profile_params(profile:str, # smoke | cpu | cpu-long | gpu
                    notebook:str, # experiment name, e.g. 'e00_corpus'
                   ) -> dict:
     "The parameters a profile gives one experiment notebook (without `profile` and `out_dir`)."
-    if profile not in PROFILES: raise ValueError(f"profile {profile!r}: choose one of {list(PROFILES)}")
-    return dict(PROFILES[profile].get(notebook) or {})
+    return dict(_profile(profile).get(notebook) or {})
 
 def in_profile(profile:str, # smoke | cpu | cpu-long | gpu
                notebook:str, # experiment name
               ) -> bool:
     "Whether a profile runs a notebook: every notebook, unless the profile maps it to `None`."
-    profile_params(profile, notebook)  # the profile's name checked
-    return notebook not in PROFILES[profile] or PROFILES[profile][notebook] is not None
+    return _profile(profile).get(notebook, {}) is not None
 
 # %% ../nbs/13_reproduce.ipynb #845b49b9
 def default_out_dir(profile:str) -> Path:
