@@ -29,7 +29,7 @@ def release_memory():
 
 def long_windows(model:MusicTransformer, # the decoder, trained in place
                  pieces:list, # training pieces (token ids)
-                 phase:dict, # seg_len (the window, at least the long window W), steps, batch; cache: a file for the weights (optional)
+                 phase:dict, # seg_len (the window, at least the long window W), steps, batch; lr (default: the recurrent phase's); cache: a file for the weights (optional)
                  tcfg:TrainConfig, # the recurrent phase's config: lr, warm-up, schedule, weight decay, seed, device, evaluation
                  attr_table=None, # attribute id per token id (AS-KVHS)
                  valid:list|None=None, # held-out pieces: a learning curve on the same windows
@@ -44,7 +44,7 @@ def long_windows(model:MusicTransformer, # the decoder, trained in place
         return ck['history']
     alone = RecurrentLM(model, MemoryConfig('full', 0))  # horizon 0: every window on its own
     every = max(tcfg.eval_every, S1 // 20) if tcfg.eval_every else 0  # a curve of about 20 points
-    cfg = replace(tcfg, max_steps=S1, batch_size=B1, warmup_steps=min(tcfg.warmup_steps, S1), keep_best=False, ckpt_dir=None, eval_every=every,
+    cfg = replace(tcfg, max_steps=S1, batch_size=B1, lr=phase.get('lr', tcfg.lr), warmup_steps=min(tcfg.warmup_steps, S1), keep_best=False, ckpt_dir=None, eval_every=every,
                   log_every=max(1, min(tcfg.log_every, every or S1)))
     val = list(PieceStreams(valid, val_batch, T1, attr_table, shuffle=False, loop=False)) if valid else None
     hist = Trainer(alone, PieceStreams(pieces, B1, T1, attr_table, seed=tcfg.seed).batch_at, cfg, loss_fn=StreamLoss(),

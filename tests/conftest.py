@@ -52,3 +52,24 @@ def hands():
     if not (d / "COMPLETE").exists():
         pytest.fail(f"{d} is missing: run the README's set-up (python -m sage_paper.data fetch)")
     return d
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory):
+    """The site as `make site` builds it (11_listen executed), built once per test run: with several workers
+    (pytest-xdist) the first to ask builds it under a lock and the others read the same folder."""
+    import importlib.util, json, os
+    from pathlib import Path
+    from filelock import FileLock
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("sage_site", root / "tools" / "site.py")
+    sage_site = importlib.util.module_from_spec(spec); spec.loader.exec_module(sage_site)
+    build = lambda d: sage_site.build(d / "_site", timeout=300, log=lambda *a: None).parent
+    if "PYTEST_XDIST_WORKER" not in os.environ: return build(tmp_path_factory.mktemp("site"))
+    shared = tmp_path_factory.getbasetemp().parent   # this run's folder, above every worker's own
+    done = shared / "site.json"
+    with FileLock(str(shared / "site.lock")):
+        if not done.is_file():
+            site = build(shared / "site")
+            done.write_text(json.dumps(str(site)))
+    return Path(json.loads(done.read_text()))

@@ -264,9 +264,9 @@ def test_every_formula_of_the_repository_converts():
 # -- the built site ------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    "The site as `make site` builds it, without executing 11_listen (its stored outputs are enough here)."
-    return sage_site.build(tmp_path_factory.mktemp("reader") / "_site", execute_names=(), log=lambda *a: None).parent
+def site(built_site):
+    "The site as `make site` builds it, built once per test run (conftest)."
+    return built_site
 
 
 def _page_text(p:Path) -> str:

@@ -363,3 +363,18 @@ def test_run_variant_in_a_fresh_process(tmp_path):
     assert res['convergence']['best_step'] in (3, 6) and res['history_phase1'] == [] and res['tokens_trained'] == 6 * 2 * 8  # no first phase
     bad = subprocess.run([sys.executable, '-m', 'sage_paper.dsmr_study', 'only_one_arg'], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and 'usage' in bad.stderr
+
+
+def test_first_phase_trains_at_its_own_rate():
+    "`long_windows` runs at `phase['lr']` when given (the recurrent phase may then fine-tune at a lower rate): a rate of 1e-12 barely moves the decoder."
+    from sage_paper.dsmr_study import long_windows
+    torch.manual_seed(0)
+    model = MusicTransformer(ModelConfig(16, d_model=32, n_head=2, n_layer=1, max_seq_len=16))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tcfg = TrainConfig(max_steps=1, lr=1e-2, warmup_steps=1, eval_every=0, device='cpu', progress=False)
+    pieces, phase = copy_task_pieces(4, length=40, seed=1), dict(seg_len=16, steps=3, batch=2)
+    moved = lambda: max(float((v - before[k]).abs().max()) for k, v in model.state_dict().items())
+    long_windows(model, pieces, phase | dict(lr=1e-12), tcfg)
+    assert moved() < 1e-10
+    long_windows(model, pieces, phase, tcfg)   # the recurrent phase's rate
+    assert moved() > 1e-3

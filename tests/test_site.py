@@ -36,10 +36,9 @@ sage_site = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(sag
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    "The whole site, built once (executes 11_listen)."
-    index = sage_site.build(tmp_path_factory.mktemp("site") / "_site", timeout=300, log=lambda *a: None)
-    return index.parent
+def site(built_site):
+    "The whole site (11_listen executed), built once per test run (conftest)."
+    return built_site
 
 
 @pytest.fixture(scope="module")
