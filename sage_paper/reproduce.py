@@ -11,8 +11,8 @@ from .core import repo_root, device_info, versions
 
 # %% auto #0
 __all__ = ['CPU_PIECES', 'PROFILES', 'profile_params', 'in_profile', 'default_out_dir', 'experiment_notebooks', 'environment',
-           'input_hash', 'save_figure', 'save_table', 'record_notebook', 'TreePeakMemory', 'run_notebook', 'reproduce',
-           'figure_gallery', 'key_figure', 'module_graph', 'main']
+           'input_hash', 'save_figure', 'save_table', 'record_notebook', 'TreePeakMemory', 'parameter_names',
+           'run_notebook', 'reproduce', 'figure_gallery', 'key_figure', 'module_graph', 'main']
 
 # %% ../nbs/13_reproduce.ipynb #1652300a
 CPU_PIECES = 60   # works per composer in the cpu profile: ~250 pieces, a ~3-minute corpus build on 2 cores
@@ -338,6 +338,13 @@ class TreePeakMemory:
 
 
 # %% ../nbs/13_reproduce.ipynb #69dcced3
+def parameter_names(nb_path, # a notebook with a cell tagged `parameters`
+                   ) -> set:
+    "The names its parameters cell assigns (read by Python's parser: papermill's own reader skips a line with two '=', as in \"GQA G=2\")."
+    import ast, nbformat
+    cells = [c for c in nbformat.read(str(nb_path), as_version=4).cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    return {t.id for c in cells for n in ast.walk(ast.parse(c.source)) if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+
 def run_notebook(nb_path, # an experiment notebook
                  params:dict, # papermill parameters
                  executed_path, # where the executed copy goes
@@ -347,10 +354,14 @@ def run_notebook(nb_path, # an experiment notebook
     import logging, papermill as pm, zmq
     from traitlets.config import Config
     logging.getLogger("papermill.translators").setLevel(logging.ERROR)  # its type inspection splits lines at '=' and warns on "GQA G=2"
+    known = parameter_names(nb_path)   # ... and then calls such a parameter unknown: say so only of names the cell does not assign
+    quiet = lambda r: not (m := re.fullmatch(r"Passed unknown parameter: (\w+)", r.getMessage())) or m.group(1) not in known
     # the kernel's sockets encrypted (CurveZMQ keys from the kernel manager) where libzmq can: no "running over TCP without
     # encryption" warning from every kernel
     enc = Config({"KernelManager": {"transport_encryption": "auto" if zmq.has("curve") else "disabled"}})
     Path(executed_path).parent.mkdir(parents=True, exist_ok=True)
+    log = logging.getLogger("papermill")
+    log.addFilter(quiet)
     try:
         pm.execute_notebook(str(nb_path), str(executed_path), parameters=params, kernel_name="python3", language="python",
                             cwd=str(Path(nb_path).parent), progress_bar=False, execution_timeout=timeout, config=enc)
@@ -358,6 +369,7 @@ def run_notebook(nb_path, # an experiment notebook
     except Exception as e:
         msg = getattr(e, "evalue", None) or str(e)
         return "failed", f"{getattr(e, 'ename', type(e).__name__)}: {msg}"[:2000]
+    finally: log.removeFilter(quiet)
 
 def reproduce(profile:str="cpu", # smoke | cpu | cpu-long | gpu
               only=None, # experiment names to run; None for all
