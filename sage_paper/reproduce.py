@@ -36,11 +36,13 @@ PROFILES = {
         "e02_bpe_study": dict(max_per_composer=CPU_PIECES, views=_BPE_VIEWS, vocab_sizes=[0, 2000, 5000], steps=300, max_steps=450,
                               patience=4, batch_size=16, notes_per_seq=64, d_model=64, n_layer=2, n_head=4, lr=3e-3, max_eval_notes=None,
                               n_prompts=8, eval_every=50, n_workers=2),
-        # decoding speed: every variant at batch 1 and 64, ours against Hugging Face's generate (its static cache: the gpu profile)
+        # decoding speed: the variants the ledger compares and MQA at batch 1 and 64, ours against Hugging Face's generate; the
+        # context sweep to 1,024 cached tokens (every variant, HF's static cache and contexts to 32k: the gpu profile)
         "e03_askvhs": dict(max_per_composer=CPU_PIECES, **_DECODE_MODEL, new_tokens=64, batches=[1, 64],
+                           speed_variants=["MHA", "GQA G=2", "MQA", "AS-KVHS G=2", "CPWord (pooled)", "Octuple (pooled)"],
                            modes=["ours_eager", "ours_compiled", "hf_generate_dynamic"], dtypes=["float32", "bfloat16"],
                            large_batch_runs=["ours_eager/float32", "ours_compiled/bfloat16", "hf_generate_dynamic/float32"],
-                           contexts=[256, 4096], sweep_batches=[1, 64], sweep_variants=["MHA", "GQA G=2", "AS-KVHS G=2"], sweep_modes=["ours_compiled"], sweep_dtype="bfloat16",
+                           contexts=[256, 1024], sweep_batches=[1, 64], sweep_variants=["MHA", "GQA G=2", "AS-KVHS G=2"], sweep_modes=["ours_compiled"], sweep_dtype="bfloat16",
                            sweep_new_tokens=[32, 16], repeats=2, threads=1,
                            q_d_model=128, q_n_layer=4, q_n_head=8, notes_per_seq=72, batch_size=8, steps=200, max_steps=400, patience=3,
                            eval_every=50, lr=1e-3, warmup_steps=20, max_eval_notes=None, nmsi_pieces=4, n_workers=2,
