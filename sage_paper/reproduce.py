@@ -316,7 +316,9 @@ def _own(rel:Path, profile:str)->bool:
 
 # %% ../nbs/13_reproduce.ipynb #bbf3d811
 class TreePeakMemory:
-    "Peak resident memory (MB) of this process's children and their children (a notebook's kernel and its workers), summed, sampled in a thread."
+    """Peak memory (MB) of this process's children and their children (a notebook's kernel and its workers), summed, sampled in a
+    thread: each process's proportional set size (a page shared by n processes counts 1/n, so workers forked from the kernel do not
+    count its pages again), or its resident size where the system does not give it."""
     def __init__(self, every:float=0.5): # seconds between samples
         self.every, self.peak_mb, self._stop = every, 0.0, threading.Event()
 
@@ -324,7 +326,8 @@ class TreePeakMemory:
         import psutil
         total = 0
         for p in psutil.Process().children(recursive=True):
-            try: total += p.memory_info().rss
+            try: total += getattr(p.memory_full_info(), "pss", None) or p.memory_info().rss
+            except psutil.AccessDenied: total += p.memory_info().rss
             except psutil.Error: pass  # it ended between the listing and the reading
         return total / 2**20
 

@@ -16,6 +16,7 @@ __all__ = ['PROFILE_WORDS', 'PCT', 'PTS', 'X', 'NATS', 'SHARE', 'CLAIM_UNITS', '
 
 # %% ../nbs/19_results.ipynb #06a37ae6
 import json as _json
+from .reproduce import in_profile
 
 def _read(fig_dir, name:str)->pd.DataFrame|None:
     p = _figures(fig_dir) / f"{name}.csv"
@@ -37,16 +38,17 @@ def claims_at_a_glance(fig_dir=None)->str:
     return ledger_markdown(L.assign(profile=pd.Categorical(L.profile, [p for p in _PROFILES if p in set(L.profile)], ordered=True)).sort_values("profile", kind="stable"))
 
 def runs_markdown(fig_dir=None)->str:
-    "Which machine, commit and how long: one line per profile of the manifest."
+    "Which machine, commit, how long and how much memory: one line per profile of the manifest (the notebooks it runs now)."
     p = _figures(fig_dir) / "manifest.json"
     if not p.is_file(): return "*No run recorded yet (`figures/manifest.json`).*"
     rows = []
     for prof, r in _json.loads(p.read_text())["runs"].items():
         if prof not in _PROFILES: continue
-        nbs = r["notebooks"]
+        nbs = {k: e for k, e in r["notebooks"].items() if in_profile(prof, k)}
         shas = sorted({(e.get("git_sha") or "")[:7] for e in nbs.values()} - {""})
         rows.append({"profile": prof, "device": r.get("gpu") or f"{r.get('cpu_count')}-core {r.get('cpu')}", "torch": r["versions"].get("torch"),
-                     "notebooks (s)": ", ".join(f"{k.split('_')[0]} {e['duration_s']:.0f}" for k, e in sorted(nbs.items()) if e.get("status") == "ok"),
+                     "notebooks: seconds (peak GB)": ", ".join(f"{k.split('_')[0]} {e['duration_s']:.0f}" + (f" ({e['peak_rss_mb'] / 1024:.1f})" if e.get("peak_rss_mb") else "")
+                                                              for k, e in sorted(nbs.items()) if e.get("status") == "ok"),
                      "minutes": round(sum(e["duration_s"] for e in nbs.values() if e.get("status") == "ok") / 60, 1),
                      "commits": ", ".join(f"`{s}`" for s in shas)})
     return _md(pd.DataFrame(rows)) if rows else "*No run of the cpu, cpu-long or gpu profile yet.*"
