@@ -17,5 +17,5 @@ t1=$(date +%s); nbdev_test --do_print; echo "nbdev_test: $(( $(date +%s) - t1 ))
 echo "== 3/3 pytest"
 # one worker process per core (at most 4), each test file whole on one worker: its module fixtures are built once
 workers=$(python -c "import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))")
-python -m pytest tests -q -p no:cacheprovider -n "$workers" --dist loadfile --durations=8
+python -m pytest tests -q -p no:cacheprovider -n "$workers" --dist loadfile --durations=20
 echo "test suite: $(( $(date +%s) - t0 )) s in all"
