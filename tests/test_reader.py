@@ -224,6 +224,14 @@ def test_every_notebook_says_its_run_time_and_data_at_the_top(path):
     assert re.search(r"needs no corpus|needs no download|the MIDI files the set-up fetches", top), top[:300]
 
 
+def test_every_notebook_is_valid_with_an_id_on_every_cell():
+    "A cell without an id is a warning for every reader of the notebook today and an error in later nbformat versions."
+    for p in sorted(ROOT.glob("nbs/**/*.ipynb")):
+        nb = json.loads(p.read_text())
+        assert [i for i, c in enumerate(nb["cells"]) if not c.get("id")] == [], p
+        nbformat.validate(nbformat.from_dict(nb))
+
+
 # -- formulas ------------------------------------------------------------------------------------------------------
 
 def test_tex_becomes_mathml():
