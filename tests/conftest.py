@@ -55,9 +55,9 @@ def hands():
 
 
 @pytest.fixture(scope="session")
-def built_site(tmp_path_factory):
-    """The site as `make site` builds it (11_listen executed), built once per test run: with several workers
-    (pytest-xdist) the first to ask builds it under a lock and the others read the same folder."""
+def site(tmp_path_factory):
+    """The site as `make site` builds it (11_listen executed), built once per test run for the reader scan and the browser
+    tests: with several workers (pytest-xdist) the first to ask builds it under a lock and the others read the same folder."""
     import importlib.util, json, os
     from pathlib import Path
     from filelock import FileLock

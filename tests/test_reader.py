@@ -269,13 +269,7 @@ def test_every_formula_of_the_repository_converts():
     assert n >= 30   # 04's NMSI and bits per note, 09's memory bytes, the lesson's arithmetic, ...
 
 
-# -- the built site ------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def site(built_site):
-    "The site as `make site` builds it, built once per test run (conftest)."
-    return built_site
-
+# -- the built site (the `site` fixture: conftest) -------------------------------------------------------------
 
 def _page_text(p:Path) -> str:
     "What a page shows: its text without scripts, styles and tags."

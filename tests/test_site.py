@@ -36,12 +36,6 @@ sage_site = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(sag
 
 
 @pytest.fixture(scope="module")
-def site(built_site):
-    "The whole site (11_listen executed), built once per test run (conftest)."
-    return built_site
-
-
-@pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     "Headless Chromium: muted, audio may start without a gesture, no host resolves but localhost."
     o = webdriver.ChromeOptions()
