@@ -13,7 +13,7 @@ import miditok
 import numpy as np
 import pandas as pd
 
-from .core import map_pieces
+from .core import map_pieces, write_whole
 from .data import cache_dir, read_midi, MidiError
 from .data import merge_to_piano
 from .tokenizer import TokenizerSpec, token_parts
@@ -128,8 +128,7 @@ def train_bpe(spec:TokenizerSpec, # base tokenizer (REMI in the study)
         except ValueError: pass                                  # a damaged cache file: learn it again
     with _quiet_fds(): tok.train(vocab_size=int(vocab_size), model="BPE", iterator=list(train.words))
     if path is not None:
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.json")
-        tok.save(tmp); os.replace(tmp, path)                     # never half a tokenizer under the final name
+        write_whole(path, tok.save)                              # never half a tokenizer under the final name
     return tok
 
 # %% ../nbs/03_bpe.ipynb #b3b3922f

@@ -8,8 +8,8 @@ import numbers, os, pickle, platform, signal, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PACKAGES', 'repo_root', 'versions', 'device_info', 'is_int', 'check_ints', 'WorkerCrash', 'map_isolated',
-           'map_pieces']
+__all__ = ['PACKAGES', 'repo_root', 'write_whole', 'versions', 'device_info', 'is_int', 'check_ints', 'WorkerCrash',
+           'map_isolated', 'map_pieces']
 
 # %% ../nbs/00_core.ipynb #d70c7d1d
 def repo_root(required:bool=False, # raise FileNotFoundError instead of returning None outside a clone
@@ -21,6 +21,18 @@ def repo_root(required:bool=False, # raise FileNotFoundError instead of returnin
         if ini.is_file() and "lib_name = sage_paper" in ini.read_text(errors="ignore"): return d
     if required: raise FileNotFoundError(f"no sage_paper clone above {start}: run from a clone of the repository (a folder with its settings.ini)")
     return None
+
+# %% ../nbs/00_core.ipynb #1b847738
+def write_whole(path, # the file's final name
+                write, # write(tmp): writes the whole file at the path it is given
+               )->Path:
+    "Write `path` through `write` under a temporary name in its folder, then rename: never half a file under the final name."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
 
 # %% ../nbs/00_core.ipynb #41929087
 PACKAGES = ("torch", "miditok", "symusic", "music21", "numpy", "pandas", "matplotlib", "papermill", "nbdev", "transformers")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from .core import repo_root, check_ints, map_isolated, map_pieces, WorkerCrash
+from .core import repo_root, check_ints, map_isolated, map_pieces, write_whole, WorkerCrash
 
 # %% auto #0
 __all__ = ['MAX_MIDI_BYTES', 'MAX_NOTES', 'SPLITS', 'DEFAULT_COMPOSERS', 'VOICE_PROGRAMS', 'TPQ', 'CONVERTER_VERSION',
@@ -476,9 +476,7 @@ def _cached_view(p:Path, folder:Path, version:int, make) -> tuple[dict, str]:
         try: return _score_info(read_midi(dest)), str(dest)
         except MidiError: pass                                  # a damaged cache file: make it again
     sc = make(p)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
-    sc.dump_midi(str(tmp)); os.replace(tmp, dest)               # never a half-written file under the final name
+    write_whole(dest, lambda tmp: sc.dump_midi(str(tmp)))       # never a half-written file under the final name
     return _score_info(read_midi(dest)), str(dest)
 
 def _piano_view(p:Path, reader) -> tuple[dict, str]:

@@ -4,12 +4,13 @@
 
 # %% ../nbs/16_dsmr_study.ipynb #7f4587fa
 from __future__ import annotations
-import ctypes, gc, json, math, os, sys, time
+import ctypes, gc, json, math, sys, time
 from dataclasses import asdict, replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from .core import write_whole
 from .model import ModelConfig, MusicTransformer
 from .train import Trainer, TrainConfig, seed_everything, resolve_amp, stable_phase
 from .recurrence import MemoryConfig, RecurrentLM, PieceStreams, StreamLoss, context_utilization
@@ -50,10 +51,8 @@ def long_windows(model:MusicTransformer, # the decoder, trained in place
     hist = Trainer(alone, PieceStreams(pieces, B1, T1, attr_table, seed=tcfg.seed).batch_at, cfg, loss_fn=StreamLoss(),
                    val_batches=val, eval_loss_fn=StreamLoss()).fit()
     if cache:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(cache).with_name(f"{Path(cache).name}.{os.getpid()}.tmp")
-        torch.save({'model': {k: v.cpu() for k, v in model.state_dict().items()}, 'history': hist}, tmp)
-        os.replace(tmp, cache)  # never half a first phase under the final name (a run stopped while saving)
+        weights = {'model': {k: v.cpu() for k, v in model.state_dict().items()}, 'history': hist}
+        write_whole(cache, lambda tmp: torch.save(weights, tmp))  # never half a first phase under the final name (a run stopped while saving)
     return hist
 
 def run_variant(spec:dict, # see `e04_dsmr`: name, model, memory, train, data, batch, val_batch, seg_len, distances, phase1, train_seg_len, ...

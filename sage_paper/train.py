@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
+from .core import write_whole
 
 # %% auto #0
 __all__ = ['AMP_MODES', 'SCHEDULES', 'EMBEDDING_TYPES', 'PAD_ID', 'AMP_DTYPES', 'TrainConfig', 'stable_phase', 'lr_at',
@@ -411,9 +412,7 @@ def save(self: Trainer, path=None) -> Path:
     path = Path(path) if path is not None else Path(self.cfg.ckpt_dir) / 'last.pt'
     sd = self.state_dict()
     if self.is_main:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + '.tmp')
-        torch.save(sd, tmp); os.replace(tmp, path)
+        write_whole(path, lambda tmp: torch.save(sd, tmp))
         (path.parent / 'history.json').write_text(json.dumps(self.history, indent=1))
     if self.world_size > 1: dist.barrier()
     return path
