@@ -122,7 +122,7 @@ def _decide(c, est, lo, hi, seeds, rows=None, note='', scale='', hold:str='', bo
     conv, cnote = _converged_note(rows) if rows is not None else (True, '')
     v0 = verdict(lo, hi, **rule)
     if not conv and _bound_holds(v0, bound, **rule):  # the unconverged models are the arm whose further training widens the gap
-        conv, cnote = True, cnote + ("; they are all in the reference arm, whose further training could only move the value further "
+        conv, cnote = True, cnote + ("; more training of those models could only move the value further "
                                      f"{'up' if bound == 'lower' else 'down'}: the verdict is a bound")
     v, why, alone = _held_back(v0, seeds, conv, (hold,))
     long = [x for x in (cnote, f"{seeds} seed(s), fewer than {MIN_SEEDS}" if seeds < MIN_SEEDS else '', hold) if x]
@@ -283,7 +283,8 @@ def askvhs_claims(t:dict, **kw)->list:
             if P is None or not {name, ref} <= set(P.variant): out.append(_untested(c, f"{name} or {ref} not in the per-piece table (run e03_askvhs)", name)); continue
             A, B, ids, s = vs(name, ref)
             out.append(_decide(c, *bootstrap(ratio, A, B, **kw), s, Q[Q.variant.isin([name, ref])],
-                               f"{name} vs {ref}, {len(ids)} test pieces; " + pn(name, ref), name if cid in ("S-pool-quality", "S-ASKVHS-quality") else "", **rule))
+                               f"{name} vs {ref}, {len(ids)} test pieces; " + pn(name, ref), name if cid in ("S-pool-quality", "S-ASKVHS-quality") else "",
+                               bound=_arm_bound(Q[Q.variant == ref], Q[Q.variant == name]), **rule))
     D = t.get("decode_benchmark")
     c = ASKVHS_CLAIMS["S-pool-speed"]
     if D is None or "ms_per_note" not in D: out.append(_untested(c, "no decode benchmark"))
