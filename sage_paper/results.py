@@ -12,7 +12,7 @@ from .claims import ledger_markdown, _best_speed, _figures, REPEAT_BUCKETS_FAR, 
 # %% auto #0
 __all__ = ['PROFILE_WORDS', 'PCT', 'PTS', 'X', 'NATS', 'SHARE', 'CLAIM_UNITS', 'SWEEP_RATIOS', 'claims_at_a_glance',
            'runs_markdown', 'corpus_markdown', 'bpe_markdown', 'askvhs_markdown', 'dsmr_markdown', 'value_words',
-           'verdict_words', 'best_supported', 'claims_table', 'what_we_found', 'sweep_markdown']
+           'verdict_words', 'best_supported', 'claims_table', 'memory_cost_words', 'what_we_found', 'sweep_markdown']
 
 # %% ../nbs/19_results.ipynb #06a37ae6
 import json as _json
@@ -211,6 +211,29 @@ def claims_table(fig_dir=None)->str:
             for r in B.itertuples()]
     return _md(pd.DataFrame(rows))
 
+# %% ../nbs/19_results.ipynb #a64c1364
+def memory_cost_words(fig_dir=None, # the results folder; its repository's `tools/benchmarks` holds the measurement
+                     )->str|None: # one sentence, or None where the benchmark or the control's runs are missing
+    "Why the control's memory models score tokens that repeat nothing worse than the no-memory model (`tools/benchmarks/dsmr_other_tokens.csv`)."
+    p = _figures(fig_dir).parent / "tools" / "benchmarks" / "dsmr_other_tokens.csv"
+    R = _read(fig_dir, "dsmr_runs")
+    if not p.is_file() or R is None: return None
+    d = pd.read_csv(p)
+    d = d[d.k == 1].set_index(["variant", "kind"]).memory_cost
+    R = R[(R.profile == "cpu-long") & (R.corpus == "control")]
+    if not {("full", "lured"), ("full", "clean")} <= set(d.index) or "none" not in set(R.variant): return None
+    steps = lambda v: "/".join(f"{s:,.0f}" for s in R[R.variant == v].best_step)
+    arms = [(v, w) for v, w in (("fhcr_lowrank", "compressed full-horizon memory"), ("two_scale", "two-scale")) if (v, "lured") in d.index]
+    return ("**Why memory costs the tokens that repeat nothing.** On the control, the no-memory model beats every memory model on "
+            f"non-repeated tokens. Part of it is training: the no-memory model's best validation steps are {steps('none')} of the recurrent phase, the "
+            f"memory models' {steps('full')} (their first phase's weights). Most of the rest is false matches, which lure a model that copies: at the same "
+            f"weights, full memory costs {d['full', 'lured']:+.2f} nats/token on tokens whose previous token occurs in memory followed by "
+            f"something else and {d['full', 'clean']:+.2f} where it does not occur there; "
+            + "; ".join(f"{w} {d[v, 'lured']:+.2f} and {d[v, 'clean']:+.2f}" for v, w in arms)
+            + " (`tools/benchmarks/dsmr_other_tokens.py`)."
+            + (" Compressed memory pays about what full memory pays (within 0.05 nats/token on both kinds): its shortfall is the recipe's, "
+               "not the codec's." if ("fhcr_lowrank", "lured") in d.index and all(abs(d["fhcr_lowrank", k] - d["full", k]) <= 0.05 for k in ("lured", "clean")) else ""))
+
 # %% ../nbs/19_results.ipynb #8f507d24
 def _pick(B:pd.DataFrame, cid:str, scale:str|None=None)->pd.Series|None:
     "The best-supported row of a claim (whose scale contains `scale`), or None."
@@ -302,6 +325,7 @@ def what_we_found(fig_dir=None)->str:
     for cid, words in (("D3-longrange", "two-scale loses far repeats that full memory keeps"), ("D3-compressed", "compressed full-horizon memory keeps more far repeats")):
         r = _pick(B, cid)
         if r is not None: dsmr.append(f"**v3: {words}?** {value_words(r)} ({r.scale}; {_at(r)}): {_is(r)}.")
+    if (mc := memory_cost_words(fig_dir)) is not None: dsmr.append(mc)
     out = []
     if sage: out.append("### SAGE-Music\n\n" + "\n".join(f"- {x}" for x in sage))
     if dsmr: out.append("### DSMR\n\n" + "\n".join(f"- {x}" for x in dsmr))
