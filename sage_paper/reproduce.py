@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib, json, os, platform, re, subprocess, sys, threading, time
 from datetime import datetime, timezone
 from pathlib import Path
-from .core import repo_root, device_info, versions
+from .core import repo_root, device_info, versions, code_digest
 
 # %% auto #0
 __all__ = ['CPU_PIECES', 'PROFILES', 'profile_params', 'in_profile', 'default_out_dir', 'experiment_notebooks', 'environment',
-           'input_hash', 'save_figure', 'save_table', 'record_notebook', 'TreePeakMemory', 'parameter_names',
-           'run_notebook', 'reproduce', 'figure_gallery', 'key_figure', 'module_graph', 'main']
+           'notebook_imports', 'input_hash', 'save_figure', 'save_table', 'record_notebook', 'TreePeakMemory',
+           'parameter_names', 'run_notebook', 'reproduce', 'figure_gallery', 'key_figure', 'module_graph', 'main']
 
 # %% ../nbs/13_reproduce.ipynb #1652300a
 CPU_PIECES = 60   # works per composer in the cpu profile: ~250 pieces, a ~3-minute corpus build on 2 cores
@@ -176,14 +176,19 @@ def _cell_sources(nb_path) -> str:
     nb = json.loads(Path(nb_path).read_text())
     return "\n\x00".join(c["cell_type"] + ":" + "".join(c["source"]) for c in nb["cells"])
 
+def notebook_imports(nb_path, # a notebook
+                    ) -> list: # sorted package module names
+    "The package modules a notebook's code cells import by name (`from sage_paper.x import ...`, `import sage_paper.x`)."
+    src = "\n".join("".join(c["source"]) for c in json.loads(Path(nb_path).read_text())["cells"] if c["cell_type"] == "code")
+    return sorted(set(re.findall(r"^\s*(?:from|import)\s+sage_paper\.(\w+)", src, re.M)))
+
 def input_hash(nb_path, # the experiment notebook
                params:dict, # its parameters
               ) -> str:
-    "SHA-256 of the notebook's cells, its parameters and the package source."
+    "SHA-256 of the notebook's cells, its parameters and the source of the package modules it imports (followed through their imports)."
     h = hashlib.sha256(_cell_sources(nb_path).encode())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
-    for p in sorted((repo_root(required=True)/"sage_paper").glob("*.py")):
-        if p.name != "_modidx.py": h.update(p.name.encode() + p.read_bytes())
+    h.update(code_digest(*notebook_imports(nb_path), pkg=repo_root(required=True)/"sage_paper").encode())
     return h.hexdigest()
 
 # %% ../nbs/13_reproduce.ipynb #38ca1984
