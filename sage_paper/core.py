@@ -4,12 +4,12 @@
 
 # %% ../nbs/00_core.ipynb #4441d5a6
 from __future__ import annotations
-import ast, hashlib, importlib.util, numbers, os, pickle, platform, signal, sys, time
+import ast, hashlib, numbers, os, pickle, platform, signal, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PACKAGES', 'repo_root', 'write_whole', 'package_imports', 'code_digest', 'versions', 'device_info', 'is_int',
-           'check_ints', 'WorkerCrash', 'map_isolated', 'map_pieces']
+__all__ = ['PACKAGES', 'repo_root', 'write_whole', 'module_imports', 'package_imports', 'code_digest', 'versions', 'device_info',
+           'is_int', 'check_ints', 'WorkerCrash', 'map_isolated', 'map_pieces']
 
 # %% ../nbs/00_core.ipynb #d70c7d1d
 def repo_root(required:bool=False, # raise FileNotFoundError instead of returning None outside a clone
@@ -35,29 +35,35 @@ def write_whole(path, # the file's final name
     return path
 
 # %% ../nbs/00_core.ipynb #0150d241
-def _package_dir()->Path: return Path(importlib.util.find_spec("sage_paper").origin).parent  # this package's folder
+def module_imports(src:str, # a package module's source
+                   pkg:str="sage_paper", # the package's name
+                  )->set: # names of the package modules it imports
+    "The package modules a module's source imports (`from .x import`, `from . import x`, `from sage_paper.x import`)."
+    used = set()
+    for n in ast.walk(ast.parse(src)):
+        if isinstance(n, ast.ImportFrom) and n.level == 1: used |= {n.module} if n.module else {a.name for a in n.names}
+        elif isinstance(n, ast.ImportFrom) and (n.module or "").startswith(pkg + "."): used.add(n.module.split(".")[1])
+    return used
 
 def package_imports(*modules:str, # package module names, e.g. 'dsmr_study'
-                    pkg=None, # the package folder (default: this package's)
+                    pkg=None, # the package folder (default: the clone's `sage_paper/`)
                    )->list: # sorted module names: `modules` and all they import from the package, transitively
-    "The package modules that `modules` import, directly or through one another (imports sit at the top of each module)."
-    pkg, seen, todo = Path(pkg or _package_dir()), set(), list(modules)
+    "The package modules that `modules` import, directly or through one another."
+    pkg, seen, todo = Path(pkg or repo_root(required=True)/"sage_paper"), set(), list(modules)
     while todo:
         m = todo.pop()
         if m in seen: continue
         f = pkg / f"{m}.py"
         if not f.is_file(): raise FileNotFoundError(f"package_imports: no module {m!r} in {pkg}")
         seen.add(m)
-        for node in ast.parse(f.read_text()).body:  # top-level imports only: the package keeps them there
-            if isinstance(node, ast.ImportFrom) and node.level == 1: todo += [node.module] if node.module else [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(pkg.name + "."): todo.append(node.module.split(".")[1])
+        todo += module_imports(f.read_text(), pkg.name)
     return sorted(seen)
 
 def code_digest(*modules:str, # package module names whose code (and imports) the result depends on
-                pkg=None, # the package folder (default: this package's)
+                pkg=None, # the package folder (default: the clone's `sage_paper/`)
                )->str: # hex SHA-1
     "A key for results that `modules` compute: the sources of `package_imports(*modules)`."
-    pkg = Path(pkg or _package_dir())
+    pkg = Path(pkg or repo_root(required=True)/"sage_paper")
     return hashlib.sha1(b"".join(m.encode() + (pkg / f"{m}.py").read_bytes() for m in package_imports(*modules, pkg=pkg))).hexdigest()
 
 # %% ../nbs/00_core.ipynb #41929087

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib, json, os, platform, re, subprocess, sys, threading, time
 from datetime import datetime, timezone
 from pathlib import Path
-from .core import repo_root, device_info, versions, code_digest
+from .core import repo_root, device_info, versions, code_digest, module_imports
 
 # %% auto #0
 __all__ = ['CPU_PIECES', 'PROFILES', 'profile_params', 'in_profile', 'default_out_dir', 'experiment_notebooks', 'environment',
@@ -188,7 +188,7 @@ def input_hash(nb_path, # the experiment notebook
     "SHA-256 of the notebook's cells, its parameters and the source of the package modules it imports (followed through their imports)."
     h = hashlib.sha256(_cell_sources(nb_path).encode())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
-    h.update(code_digest(*notebook_imports(nb_path), pkg=repo_root(required=True)/"sage_paper").encode())
+    h.update(code_digest(*notebook_imports(nb_path)).encode())
     return h.hexdigest()
 
 # %% ../nbs/13_reproduce.ipynb #38ca1984
@@ -493,7 +493,6 @@ def key_figure(name:str, # figure stem, e.g. 'bpe_generalization'
 def module_graph(pkg=None, # the package folder; default `sage_paper/` of the clone
                 )->list: # [(notebook, module, [modules it imports, in notebook order])]
     "Every exported module with its notebook and the package modules it imports."
-    import ast
     pkg = Path(pkg) if pkg else repo_root(required=True)/"sage_paper"
     mods = {}
     for f in sorted(pkg.glob("*.py")):
@@ -501,10 +500,7 @@ def module_graph(pkg=None, # the package folder; default `sage_paper/` of the cl
         if m: mods[f.stem] = m.group(1)
     out = []
     for name, nb in mods.items():
-        used = set()
-        for n in ast.walk(ast.parse((pkg/f"{name}.py").read_text())):
-            if isinstance(n, ast.ImportFrom) and n.level == 1: used |= {n.module} if n.module else {a.name for a in n.names}
-            elif isinstance(n, ast.ImportFrom) and (n.module or "").startswith("sage_paper."): used.add(n.module.split(".")[1])
+        used = module_imports((pkg/f"{name}.py").read_text())
         out.append((nb, name, sorted((used & set(mods)) - {name}, key=lambda u: mods[u])))
     return sorted(out)
 
