@@ -42,9 +42,8 @@ def e04_namespace(out_dir):
         src = "".join(c["source"])
         if "parameters" in c.get("metadata", {}).get("tags", []):
             exec(src, ns); ns.update(p); continue
-        if "def train_spec" in src:  # the same cell goes on to train: only its definitions
-            exec(src[:src.index("\narms = ")], ns); return ns
         exec(src, ns)
+        if "def train_spec" in src: return ns  # the run specs are defined; the next cell trains
     raise RuntimeError("e04 has no train_spec cell")
 
 
